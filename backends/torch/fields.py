@@ -1,0 +1,90 @@
+"""Siren and PE-MLP fields as ``torch.nn.Module``s, built from a spec.
+
+A field plans frames once per call (validation, sorting by frame) and runs every layer on the sorted
+batch, so the per-frame grouping costs one permutation per call, not one per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from resfields.spec import FieldSpec, LinearSpec, MLPSpec, SirenSpec, layer_specs
+from resfields.validate import check_input_features, check_time_arguments
+
+from .frames import plan_frames
+from .layer import ResFieldLinear
+
+__all__ = ["Field", "positional_encoding", "build_field"]
+
+
+def positional_encoding(x: torch.Tensor, n_frequencies: int, include_input: bool) -> torch.Tensor:
+    """``(..., D) -> (..., D (include_input + 2L))``: ``[x, sin(2^0 x), cos(2^0 x), ...]``."""
+    parts = [x] if include_input else []
+    for k in range(n_frequencies):
+        parts += [torch.sin(2.0**k * x), torch.cos(2.0**k * x)]
+    return torch.cat(parts, dim=-1)
+
+
+class Field(nn.Module):
+    """A Siren or PE-MLP field (or a lone layer): ``field(x, frame_ids=None, times=None)``.
+
+    ``x`` is ``(..., in_features)``; ``frame_ids``/``times`` broadcast against ``x.shape[:-1]`` and
+    reach the ResField layers. Returns ``(..., out_features)``. Parameters are ``layers.{i}.*``.
+    """
+
+    def __init__(self, spec: FieldSpec, device: Any = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        if isinstance(spec, LinearSpec):
+            raise TypeError("a LinearSpec is a layer, not a field: use ResFieldLinear.from_spec(spec)")
+        self.spec = spec
+        self.layers = nn.ModuleList(ResFieldLinear.from_spec(s, device, dtype) for s in layer_specs(spec))
+
+    def _activation(self, i: int, z: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        if isinstance(spec, SirenSpec):
+            return torch.sin((spec.omega0 if i == 0 else spec.hidden_omega0) * z)
+        if spec.activation == "relu":
+            return torch.relu(z)
+        return nn.functional.softplus(z, beta=spec.softplus_beta)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        frame_ids: torch.Tensor | int | None = None,
+        times: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
+        """``(..., in_features) -> (..., out_features)``."""
+        spec = self.spec
+        check_input_features(tuple(x.shape), spec.in_features)
+        lead = tuple(x.shape[:-1])
+        plan = None
+        if spec.resfield is None:
+            check_time_arguments(None, frame_ids, times)
+            h = x.reshape(-1, spec.in_features)
+        else:
+            plan = plan_frames(spec.resfield, lead, frame_ids, times, x.device)
+            h = plan.sort(x)
+        encoded = h
+        if isinstance(spec, MLPSpec):
+            encoded = h = positional_encoding(h, spec.n_frequencies, spec.include_input)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if isinstance(spec, MLPSpec) and i in spec.skips:
+                h = torch.cat([h, encoded], dim=-1) / math.sqrt(2.0)
+            h = layer.forward_planned(h, plan)
+            if i != last:
+                h = self._activation(i, h)
+        if plan is None:
+            return h.reshape(*lead, h.shape[-1])
+        return plan.unsort(h, lead)
+
+
+def build_field(spec: FieldSpec, device: Any = None, dtype: torch.dtype | None = None) -> nn.Module:
+    """The torch module for any spec: ResFieldLinear for a LinearSpec, Field otherwise."""
+    if isinstance(spec, LinearSpec):
+        return ResFieldLinear.from_spec(spec, device, dtype)
+    return Field(spec, device, dtype)

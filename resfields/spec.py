@@ -1,0 +1,489 @@
+"""The backend-agnostic specification: configs, time convention, parameter names, shapes and init.
+
+Everything here is plain Python data. No array library is imported, so every backend, the
+NumPy reference and the checkpoint code agree on one contract.
+
+Time convention (the only one in the library)
+---------------------------------------------
+A sequence of ``T`` frames is placed on normalised time ``t`` in ``[-1, 1]``::
+
+    t(f) = -1 + 2 f / (T - 1)          (t = 0 when T == 1)
+
+A ResField layer has ``capacity`` time coefficients ``c_0 .. c_{C-1}``.
+
+* ``mode="lookup"`` takes an integer frame id ``f`` in ``[0, C)`` and uses ``c_f``.
+* ``mode="interpolation"`` takes a time ``t``, maps it to the position
+  ``p = (t + 1) / 2 * (C - 1)``, clamps ``p`` to ``[0, C - 1]`` and blends linearly between the
+  two neighbouring coefficients. With ``C == T`` frame ``f`` lands exactly on coefficient ``f``.
+
+Weight of a ResField layer at time t (bias is static)::
+
+    W(t) = W + dW(t)
+    vm      dW(t) = sum_r c_r(t) M_r                       M: (R, O, I)
+    none    dW(t) = D(t)                                   D: (C, O, I), one residual per frame
+    cp      dW(t) = sum_r c_r(t) u_r v_r^T                 u: (R, O), v: (R, I)
+    tucker  dW(t) = sum_abd G_abd c_a(t) u_b v_d^T         G: (R, R, R)
+
+In interpolation mode ``c(t)`` (or ``D(t)``) is the linear blend of the two neighbouring knots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from resfields.errors import SpecError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "MODES",
+    "COMPRESSIONS",
+    "ResFieldSpec",
+    "LinearSpec",
+    "SirenSpec",
+    "MLPSpec",
+    "FieldSpec",
+    "Init",
+    "frame_to_time",
+    "time_to_position",
+    "layer_specs",
+    "parameter_shapes",
+    "init_rules",
+    "spec_to_dict",
+    "spec_from_dict",
+    "spec_to_json",
+    "spec_from_json",
+    "check_schema_version",
+]
+
+SCHEMA_VERSION = 1
+MODES = ("lookup", "interpolation")
+COMPRESSIONS = ("vm", "none", "cp", "tucker")
+ACTIVATIONS = ("relu", "softplus")
+MLP_INITS = ("default", "geometric")
+
+
+def _fail(owner: str, message: str) -> typing.NoReturn:
+    raise SpecError(f"{owner}: {message}")
+
+
+def _check_positive_int(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        _fail(owner, f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ResFieldSpec:
+    """How a linear layer's weight varies in time.
+
+    Attributes:
+        capacity: number of time coefficients C (usually the number of frames).
+        rank: R, the number of residual bases. Required for vm, cp and tucker; must be
+            omitted (None) for ``compression="none"``, which stores one full residual per frame.
+        mode: "lookup" (integer frame ids) or "interpolation" (continuous times in [-1, 1]).
+        compression: "vm" (the paper's default), "none", "cp" or "tucker".
+    """
+
+    capacity: int
+    rank: int | None = None
+    mode: Literal["lookup", "interpolation"] = "lookup"
+    compression: Literal["vm", "none", "cp", "tucker"] = "vm"
+
+    def __post_init__(self) -> None:
+        owner = "ResFieldSpec"
+        _check_positive_int(owner, "capacity", self.capacity)
+        if self.mode not in MODES:
+            _fail(owner, f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.compression not in COMPRESSIONS:
+            _fail(owner, f"compression must be one of {COMPRESSIONS}, got {self.compression!r}")
+        if self.compression == "none":
+            if self.rank is not None:
+                _fail(owner, "rank is not used by compression='none' (one residual per frame); omit it")
+        else:
+            _check_positive_int(owner, "rank", self.rank)
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    """One linear layer, static (``resfield=None``) or a ResField layer.
+
+    Maps ``(..., in_features) -> (..., out_features)``.
+    """
+
+    in_features: int
+    out_features: int
+    bias: bool = True
+    resfield: ResFieldSpec | None = None
+    type: Literal["linear"] = "linear"
+
+    def __post_init__(self) -> None:
+        _check_positive_int("LinearSpec", "in_features", self.in_features)
+        _check_positive_int("LinearSpec", "out_features", self.out_features)
+        if self.type != "linear":
+            _fail("LinearSpec", f"type must be 'linear', got {self.type!r}")
+
+
+def _check_resfield_layers(owner: str, n_layers: int, layers: tuple[int, ...], resfield: ResFieldSpec | None) -> None:
+    if len(set(layers)) != len(layers):
+        _fail(owner, f"resfield_layers has duplicates: {layers}")
+    for i in layers:
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_layers:
+            _fail(owner, f"resfield layer index {i!r} is outside [0, {n_layers}) linear layers")
+    if layers and resfield is None:
+        _fail(owner, "resfield_layers is set but resfield is None; give a ResFieldSpec")
+    if resfield is not None and not layers:
+        _fail(owner, "resfield is set but resfield_layers is empty")
+
+
+@dataclass(frozen=True)
+class SirenSpec:
+    """A Siren (Sitzmann et al. 2020): ``n_layers`` linear layers, ``sin(omega * .)`` between them.
+
+    Layer 0 uses ``omega0``, the hidden layers ``hidden_omega0``; the last layer is linear.
+    ``resfield_layers`` lists the linear-layer indices that are ResField layers
+    (the paper uses 1, 2, 3 of 5).
+    Maps ``(..., in_features) -> (..., out_features)``.
+    """
+
+    in_features: int
+    out_features: int
+    hidden_features: int = 256
+    n_layers: int = 5
+    omega0: float = 30.0
+    hidden_omega0: float = 30.0
+    resfield_layers: tuple[int, ...] = ()
+    resfield: ResFieldSpec | None = None
+    type: Literal["siren"] = "siren"
+
+    def __post_init__(self) -> None:
+        owner = "SirenSpec"
+        for name in ("in_features", "out_features", "hidden_features"):
+            _check_positive_int(owner, name, getattr(self, name))
+        if not isinstance(self.n_layers, int) or self.n_layers < 2:
+            _fail(owner, f"n_layers must be an integer >= 2, got {self.n_layers!r}")
+        for name in ("omega0", "hidden_omega0"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                _fail(owner, f"{name} must be a positive finite number, got {value!r}")
+        object.__setattr__(self, "resfield_layers", tuple(self.resfield_layers))
+        _check_resfield_layers(owner, self.n_layers, self.resfield_layers, self.resfield)
+        if self.type != "siren":
+            _fail(owner, f"type must be 'siren', got {self.type!r}")
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """A ReLU or Softplus MLP with optional positional encoding and skip connections.
+
+    Positional encoding with ``L = n_frequencies`` maps ``x`` (D features) to
+    ``[x, sin(2^0 x), cos(2^0 x), ..., sin(2^(L-1) x), cos(2^(L-1) x)]`` (x only if
+    ``include_input``), D·(include_input + 2L) features. A layer index in ``skips`` receives
+    ``concat(h, encoded_x) / sqrt(2)``. Softplus is ``log(1 + exp(beta x)) / beta``, linear where
+    ``beta x > 20`` (as torch). ``init="geometric"`` is the IDR/NeuS sphere initialisation for SDFs
+    (output ~ ``|x| - sphere_radius``). Maps ``(..., in_features) -> (..., out_features)``.
+    """
+
+    in_features: int
+    out_features: int
+    hidden_features: int = 128
+    n_layers: int = 8
+    activation: Literal["relu", "softplus"] = "relu"
+    softplus_beta: float = 100.0
+    n_frequencies: int = 0
+    include_input: bool = True
+    skips: tuple[int, ...] = ()
+    init: Literal["default", "geometric"] = "default"
+    sphere_radius: float = 0.5
+    resfield_layers: tuple[int, ...] = ()
+    resfield: ResFieldSpec | None = None
+    type: Literal["mlp"] = "mlp"
+
+    def __post_init__(self) -> None:
+        owner = "MLPSpec"
+        for name in ("in_features", "out_features", "hidden_features"):
+            _check_positive_int(owner, name, getattr(self, name))
+        if not isinstance(self.n_layers, int) or self.n_layers < 1:
+            _fail(owner, f"n_layers must be a positive integer, got {self.n_layers!r}")
+        if self.activation not in ACTIVATIONS:
+            _fail(owner, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if not math.isfinite(self.softplus_beta) or self.softplus_beta <= 0:
+            _fail(owner, f"softplus_beta must be positive, got {self.softplus_beta!r}")
+        if not isinstance(self.n_frequencies, int) or self.n_frequencies < 0:
+            _fail(owner, f"n_frequencies must be a non-negative integer, got {self.n_frequencies!r}")
+        if not self.include_input and self.n_frequencies == 0:
+            _fail(owner, "include_input=False with n_frequencies=0 leaves no input features")
+        object.__setattr__(self, "skips", tuple(self.skips))
+        object.__setattr__(self, "resfield_layers", tuple(self.resfield_layers))
+        for i in self.skips:
+            if not isinstance(i, int) or not 0 < i < self.n_layers:
+                _fail(owner, f"skip index {i!r} must lie in [1, {self.n_layers})")
+        if self.init not in MLP_INITS:
+            _fail(owner, f"init must be one of {MLP_INITS}, got {self.init!r}")
+        if self.init == "geometric" and not self.include_input:
+            _fail(owner, "init='geometric' needs include_input=True")
+        _check_resfield_layers(owner, self.n_layers, self.resfield_layers, self.resfield)
+        if self.type != "mlp":
+            _fail(owner, f"type must be 'mlp', got {self.type!r}")
+
+    @property
+    def encoded_features(self) -> int:
+        """Width of the positional encoding of the input."""
+        return self.in_features * (int(self.include_input) + 2 * self.n_frequencies)
+
+
+FieldSpec = LinearSpec | SirenSpec | MLPSpec
+_SPEC_TYPES: dict[str, type] = {"linear": LinearSpec, "siren": SirenSpec, "mlp": MLPSpec}
+
+
+# ----------------------------------------------------------------------------- time convention
+
+
+def frame_to_time(frame: float, n_frames: int) -> float:
+    """Normalised time of frame ``frame`` of ``n_frames``: ``-1 + 2 f / (T - 1)`` (0 if T == 1)."""
+    _check_positive_int("frame_to_time", "n_frames", n_frames)
+    return 0.0 if n_frames == 1 else -1.0 + 2.0 * frame / (n_frames - 1)
+
+
+def time_to_position(t: float, capacity: int) -> float:
+    """Coefficient position of time ``t``: ``(t + 1) / 2 * (C - 1)``, clamped to ``[0, C - 1]``."""
+    _check_positive_int("time_to_position", "capacity", capacity)
+    return min(max((t + 1.0) / 2.0 * (capacity - 1), 0.0), float(capacity - 1))
+
+
+# ----------------------------------------------------------------------------- parameter contract
+
+
+def layer_specs(spec: FieldSpec) -> list[LinearSpec]:
+    """The linear layers of a field, in order; index i has parameters named ``layers.{i}.*``."""
+    if isinstance(spec, LinearSpec):
+        return [spec]
+    if isinstance(spec, SirenSpec):
+        widths = [spec.in_features] + [spec.hidden_features] * (spec.n_layers - 1) + [spec.out_features]
+        in_widths = widths[:-1]
+    else:
+        widths = [spec.encoded_features] + [spec.hidden_features] * (spec.n_layers - 1) + [spec.out_features]
+        in_widths = [w + (spec.encoded_features if i in spec.skips else 0) for i, w in enumerate(widths[:-1])]
+    return [
+        LinearSpec(in_widths[i], widths[i + 1], True, spec.resfield if i in spec.resfield_layers else None)
+        for i in range(spec.n_layers)
+    ]
+
+
+def _linear_shapes(layer: LinearSpec) -> dict[str, tuple[int, ...]]:
+    out, inp = layer.out_features, layer.in_features
+    shapes: dict[str, tuple[int, ...]] = {"weight": (out, inp)}
+    if layer.bias:
+        shapes["bias"] = (out,)
+    rf = layer.resfield
+    if rf is None:
+        return shapes
+    if rf.compression == "none":
+        shapes["residuals"] = (rf.capacity, out, inp)
+        return shapes
+    rank = typing.cast(int, rf.rank)
+    shapes["coefficients"] = (rf.capacity, rank)
+    if rf.compression == "vm":
+        shapes["matrices"] = (rank, out, inp)
+    else:
+        if rf.compression == "tucker":
+            shapes["core"] = (rank, rank, rank)
+        shapes["out_factors"] = (rank, out)
+        shapes["in_factors"] = (rank, inp)
+    return shapes
+
+
+def parameter_shapes(spec: FieldSpec) -> dict[str, tuple[int, ...]]:
+    """Canonical parameter names and shapes: the checkpoint contract shared by every backend.
+
+    A lone ``LinearSpec`` has bare names (``weight``, ``bias``, ``coefficients``, ...);
+    a field prefixes them with ``layers.{i}.``.
+    """
+    if isinstance(spec, LinearSpec):
+        return _linear_shapes(spec)
+    return {
+        f"layers.{i}.{name}": shape
+        for i, layer in enumerate(layer_specs(spec))
+        for name, shape in _linear_shapes(layer).items()
+    }
+
+
+@dataclass(frozen=True)
+class Init:
+    """How to draw one parameter: ``kind`` is "uniform" (a=low, b=high), "normal" (a=mean,
+    b=std) or "constant" (a=value). ``zero_columns`` lists ``(start, stop)`` column ranges of a
+    2-D weight that are set to zero after drawing (used by the geometric SDF init)."""
+
+    kind: Literal["uniform", "normal", "constant"]
+    a: float = 0.0
+    b: float = 0.0
+    zero_columns: tuple[tuple[int, int], ...] = ()
+
+
+_RESIDUAL_SCALE = 0.01
+
+
+def _resfield_rules(rf: ResFieldSpec) -> dict[str, Init]:
+    # Residuals start at exactly zero, so a ResField field starts as its vanilla twin; the other
+    # factor is small and random so that gradients reach the zero factor from the first step.
+    zero, small = Init("constant", 0.0), Init("normal", 0.0, _RESIDUAL_SCALE)
+    if rf.compression == "none":
+        return {"residuals": zero}
+    if rf.compression == "vm":
+        return {"coefficients": small, "matrices": zero}
+    rules = {"coefficients": zero, "out_factors": Init("normal", 0.0, 0.1), "in_factors": Init("normal", 0.0, 0.1)}
+    if rf.compression == "tucker":
+        rules["core"] = Init("normal", 0.0, 0.1)
+    return rules
+
+
+def _torch_default(fan_in: int) -> Init:
+    bound = 1.0 / math.sqrt(fan_in)
+    return Init("uniform", -bound, bound)
+
+
+def init_rules(spec: FieldSpec) -> dict[str, Init]:
+    """The initial distribution of every parameter, keyed like :func:`parameter_shapes`.
+
+    Static weights and biases: torch.nn.Linear's default U(-1/sqrt(I), 1/sqrt(I)), except Siren
+    weights (Sitzmann et al.) and the geometric SDF init (Atzmon & Lipman; IDR/NeuS).
+    """
+    layers = layer_specs(spec)
+    rules: dict[str, Init] = {}
+    for i, layer in enumerate(layers):
+        fan_in, fan_out = layer.in_features, layer.out_features
+        weight, bias = _torch_default(fan_in), _torch_default(fan_in)
+        if isinstance(spec, SirenSpec):
+            bound = 1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / spec.hidden_omega0
+            weight = Init("uniform", -bound, bound)
+        elif isinstance(spec, MLPSpec) and spec.init == "geometric":
+            if i == len(layers) - 1:
+                weight = Init("normal", math.sqrt(math.pi) / math.sqrt(fan_in), 1e-4)
+                bias = Init("constant", -spec.sphere_radius)
+            else:
+                # only the raw coordinates (first in_features columns of the encoding) start non-zero
+                zero: tuple[tuple[int, int], ...] = ()
+                if i == 0 and spec.n_frequencies > 0:
+                    zero = ((spec.in_features, spec.encoded_features),)
+                elif i in spec.skips:
+                    zero = ((fan_in - spec.encoded_features + spec.in_features, fan_in),)
+                weight = Init("normal", 0.0, math.sqrt(2.0) / math.sqrt(fan_out), zero)
+                bias = Init("constant", 0.0)
+        layer_rules = {"weight": weight, "bias": bias} if layer.bias else {"weight": weight}
+        if layer.resfield is not None:
+            layer_rules.update(_resfield_rules(layer.resfield))
+        prefix = "" if isinstance(spec, LinearSpec) else f"layers.{i}."
+        rules.update({prefix + name: rule for name, rule in layer_rules.items()})
+    return rules
+
+
+# ----------------------------------------------------------------------------- JSON round trip
+
+
+def spec_to_dict(spec: FieldSpec | ResFieldSpec) -> dict[str, Any]:
+    """A JSON-ready dict of a spec (tuples become lists, nested specs become dicts)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if isinstance(value, ResFieldSpec):
+            value = spec_to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def _check_type(owner: str, name: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is ResFieldSpec:
+        if not isinstance(value, dict):
+            _fail(owner, f"{name} must be an object, got {type(value).__name__}")
+        return _from_dict(ResFieldSpec, value)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_type(owner, name, value, inner)
+    if origin is Literal:
+        if value not in args:
+            _fail(owner, f"{name} must be one of {args}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            _fail(owner, f"{name} must be a list, got {type(value).__name__}")
+        return tuple(_check_type(owner, f"{name}[]", v, args[0]) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            _fail(owner, f"{name} must be a boolean, got {value!r}")
+        return value
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            _fail(owner, f"{name} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            _fail(owner, f"{name} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            _fail(owner, f"{name} must be a string, got {value!r}")
+        return value
+    raise AssertionError(f"unhandled type hint {hint!r}")  # a bug in this module, not bad input
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    owner = cls.__name__
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        _fail(owner, f"unknown key(s) {unknown}; allowed: {sorted(names)}")
+    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+    missing = sorted(required - set(data))
+    if missing:
+        _fail(owner, f"missing key(s) {missing}")
+    return cls(**{k: _check_type(owner, k, v, hints[k]) for k, v in data.items()})
+
+
+def spec_from_dict(data: dict[str, Any]) -> FieldSpec:
+    """Build a field spec from a dict carrying ``type`` ("linear", "siren" or "mlp"); strict."""
+    if not isinstance(data, dict):
+        raise SpecError(f"a field spec must be a JSON object, got {type(data).__name__}")
+    kind = data.get("type")
+    if kind not in _SPEC_TYPES:
+        raise SpecError(f"field spec 'type' must be one of {sorted(_SPEC_TYPES)}, got {kind!r}")
+    return _from_dict(_SPEC_TYPES[kind], data)
+
+
+def spec_to_json(spec: FieldSpec) -> str:
+    """Serialise a field spec with the schema version: ``{"schema_version": 1, "field": {...}}``."""
+    return json.dumps({"schema_version": SCHEMA_VERSION, "field": spec_to_dict(spec)}, indent=2)
+
+
+def spec_from_json(text: str) -> FieldSpec:
+    """Parse :func:`spec_to_json` output; wrong schema versions and unknown keys raise SpecError."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError(f"spec is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError("spec JSON must be an object")
+    check_schema_version(data.get("schema_version"))
+    unknown = sorted(set(data) - {"schema_version", "field"})
+    if unknown:
+        raise SpecError(f"unknown top-level key(s) {unknown}")
+    if "field" not in data:
+        raise SpecError("spec JSON has no 'field'")
+    return spec_from_dict(data["field"])
+
+
+def check_schema_version(version: Any) -> None:
+    """Raise SpecError unless ``version`` is the schema version this library reads."""
+    if version != SCHEMA_VERSION:
+        raise SpecError(f"unsupported schema_version {version!r}; this resfields reads version {SCHEMA_VERSION}")
+

@@ -1,0 +1,63 @@
+"""Input checks shared by the reference and every backend, so each bad input gets the same
+exception and message everywhere. Backends pass plain Python facts (shapes, min/max, flags);
+nothing here imports an array library."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resfields.errors import FrameError, ShapeError
+from resfields.spec import ResFieldSpec
+
+__all__ = ["check_input_features", "check_time_arguments", "broadcast_time_shape", "check_frame_range", "check_times"]
+
+
+def check_input_features(x_shape: tuple[int, ...], in_features: int) -> None:
+    """``x`` must be ``(..., in_features)``."""
+    if len(x_shape) < 1 or x_shape[-1] != in_features:
+        raise ShapeError(f"x has shape {tuple(x_shape)}; expected (..., {in_features}) (in_features={in_features})")
+
+
+def check_time_arguments(rf: ResFieldSpec | None, frame_ids: Any, times: Any) -> str | None:
+    """Return "frame_ids", "times" or None (static layer): the argument this layer reads.
+
+    lookup layers need ``frame_ids`` and interpolation layers need ``times``; giving the other one
+    is an error rather than a silent ignore.
+    """
+    if rf is None:
+        if frame_ids is not None or times is not None:
+            raise FrameError("this layer/field has no ResField layers; it takes no frame_ids or times")
+        return None
+    wanted, other = ("frame_ids", "times") if rf.mode == "lookup" else ("times", "frame_ids")
+    given = {"frame_ids": frame_ids, "times": times}
+    if given[wanted] is None:
+        raise FrameError(f"a ResField layer in mode={rf.mode!r} needs {wanted}=...; got none")
+    if given[other] is not None:
+        raise FrameError(f"a ResField layer in mode={rf.mode!r} takes {wanted}, not {other}")
+    return wanted
+
+
+def broadcast_time_shape(ids_shape: tuple[int, ...], lead_shape: tuple[int, ...], name: str) -> None:
+    """``frame_ids``/``times`` must broadcast against ``x.shape[:-1]`` without enlarging it."""
+    ids_shape, lead_shape = tuple(ids_shape), tuple(lead_shape)
+    ok = len(ids_shape) <= len(lead_shape) and all(
+        a == 1 or a == b for a, b in zip(reversed(ids_shape), reversed(lead_shape))
+    )
+    if not ok:
+        raise ShapeError(f"{name} of shape {ids_shape} does not broadcast against x.shape[:-1] = {lead_shape}")
+
+
+def check_frame_range(is_integer: bool, low: int | None, high: int | None, capacity: int) -> None:
+    """Frame ids must be integers in ``[0, capacity)``; ``low``/``high`` are their min and max."""
+    if not is_integer:
+        raise FrameError("frame_ids must be an integer array (use times=... for continuous time)")
+    if low is not None and high is not None and (low < 0 or high >= capacity):
+        raise FrameError(f"frame_ids must lie in [0, {capacity}) (capacity={capacity}); got values in [{low}, {high}]")
+
+
+def check_times(is_floating: bool, has_nan: bool) -> None:
+    """Times must be a floating array without NaN (values outside [-1, 1] are clamped)."""
+    if not is_floating:
+        raise FrameError("times must be a floating-point array in [-1, 1] (use frame_ids=... for integer frames)")
+    if has_nan:
+        raise FrameError("times contain NaN")
