@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Benchmarks (run with `resfields bench`)."""

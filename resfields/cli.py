@@ -1,2 +1,53 @@
-def main():
-    pass
+"""The ``resfields`` command line: ``resfields conformance``, ``resfields bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _conformance(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from resfields.backends import BACKENDS
+    from resfields.conformance import format_table, run_suite, tolerance_note
+
+    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    results = run_suite(backends, args.device, args.random, progress=lambda cases: tqdm(cases, leave=False))
+    print(format_table(results, verbose=args.verbose))
+    print(tolerance_note())
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def _bench(argv: list[str]) -> int:
+    from resfields.benchmarks.layer import main as bench_main
+
+    return bench_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resfields", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    conf = sub.add_parser("conformance", help="compare backends with the NumPy float64 reference")
+    conf.add_argument("--backend", choices=("torch", "tinygrad", "all"), default="all")
+    conf.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    conf.add_argument("--random", type=int, default=24, help="number of extra random layer cases")
+    conf.add_argument("--verbose", action="store_true", help="print every case, not only failures")
+    conf.set_defaults(func=_conformance)
+    # `bench` owns its arguments (see `resfields bench --help`); main() forwards them untouched
+    sub.add_parser("bench", help="layer and training-step benchmarks", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,11 +8,11 @@ Each family also derives from the built-in exception a caller would naturally ca
 from __future__ import annotations
 
 __all__ = [
-    "ResFieldsError",
-    "SpecError",
-    "ShapeError",
-    "FrameError",
     "CheckpointError",
+    "FrameError",
+    "ResFieldsError",
+    "ShapeError",
+    "SpecError",
 ]
 
 

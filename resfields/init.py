@@ -10,7 +10,7 @@ import numpy as np
 
 from resfields.spec import FieldSpec, Init, init_rules, parameter_shapes
 
-__all__ = ["draw", "sample_parameters", "random_parameters"]
+__all__ = ["draw", "random_parameters", "sample_parameters"]
 
 
 def draw(rule: Init, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

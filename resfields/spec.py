@@ -40,25 +40,25 @@ from typing import Any, Literal
 from resfields.errors import SpecError
 
 __all__ = [
-    "SCHEMA_VERSION",
-    "MODES",
     "COMPRESSIONS",
-    "ResFieldSpec",
-    "LinearSpec",
-    "SirenSpec",
-    "MLPSpec",
+    "MODES",
+    "SCHEMA_VERSION",
     "FieldSpec",
     "Init",
+    "LinearSpec",
+    "MLPSpec",
+    "ResFieldSpec",
+    "SirenSpec",
+    "check_schema_version",
     "frame_to_time",
-    "time_to_position",
+    "init_rules",
     "layer_specs",
     "parameter_shapes",
-    "init_rules",
-    "spec_to_dict",
     "spec_from_dict",
-    "spec_to_json",
     "spec_from_json",
-    "check_schema_version",
+    "spec_to_dict",
+    "spec_to_json",
+    "time_to_position",
 ]
 
 SCHEMA_VERSION = 1
@@ -486,4 +486,3 @@ def check_schema_version(version: Any) -> None:
     """Raise SpecError unless ``version`` is the schema version this library reads."""
     if version != SCHEMA_VERSION:
         raise SpecError(f"unsupported schema_version {version!r}; this resfields reads version {SCHEMA_VERSION}")
-

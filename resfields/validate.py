@@ -9,7 +9,7 @@ from typing import Any
 from resfields.errors import FrameError, ShapeError
 from resfields.spec import ResFieldSpec
 
-__all__ = ["check_input_features", "check_time_arguments", "broadcast_time_shape", "check_frame_range", "check_times"]
+__all__ = ["broadcast_time_shape", "check_frame_range", "check_input_features", "check_time_arguments", "check_times"]
 
 
 def check_input_features(x_shape: tuple[int, ...], in_features: int) -> None:
@@ -30,10 +30,10 @@ def check_time_arguments(rf: ResFieldSpec | None, frame_ids: Any, times: Any) ->
         return None
     wanted, other = ("frame_ids", "times") if rf.mode == "lookup" else ("times", "frame_ids")
     given = {"frame_ids": frame_ids, "times": times}
-    if given[wanted] is None:
-        raise FrameError(f"a ResField layer in mode={rf.mode!r} needs {wanted}=...; got none")
     if given[other] is not None:
         raise FrameError(f"a ResField layer in mode={rf.mode!r} takes {wanted}, not {other}")
+    if given[wanted] is None:
+        raise FrameError(f"a ResField layer in mode={rf.mode!r} needs {wanted}=...; got none")
     return wanted
 
 
@@ -41,7 +41,7 @@ def broadcast_time_shape(ids_shape: tuple[int, ...], lead_shape: tuple[int, ...]
     """``frame_ids``/``times`` must broadcast against ``x.shape[:-1]`` without enlarging it."""
     ids_shape, lead_shape = tuple(ids_shape), tuple(lead_shape)
     ok = len(ids_shape) <= len(lead_shape) and all(
-        a == 1 or a == b for a, b in zip(reversed(ids_shape), reversed(lead_shape))
+        a == 1 or a == b for a, b in zip(reversed(ids_shape), reversed(lead_shape), strict=False)
     )
     if not ok:
         raise ShapeError(f"{name} of shape {ids_shape} does not broadcast against x.shape[:-1] = {lead_shape}")

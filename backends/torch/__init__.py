@@ -1,6 +1,6 @@
 """PyTorch backend: ``ResFieldLinear`` (drop-in for ``torch.nn.Linear``) and the fields.
 
-    from resfields.backends.torch import ResFieldLinear
+from resfields.backends.torch import ResFieldLinear
 """
 
 from .fields import Field, build_field, positional_encoding

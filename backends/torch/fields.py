@@ -18,7 +18,7 @@ from resfields.validate import check_input_features, check_time_arguments
 from .frames import plan_frames
 from .layer import ResFieldLinear
 
-__all__ = ["Field", "positional_encoding", "build_field"]
+__all__ = ["Field", "build_field", "positional_encoding"]
 
 
 def positional_encoding(x: torch.Tensor, n_frequencies: int, include_input: bool) -> torch.Tensor:

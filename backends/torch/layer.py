@@ -20,7 +20,7 @@ from resfields.validate import check_input_features, check_time_arguments
 
 from .frames import FramePlan, plan_frames
 
-__all__ = ["ResFieldLinear", "GroupedLinear", "init_parameter_"]
+__all__ = ["GroupedLinear", "ResFieldLinear", "init_parameter_"]
 
 
 def init_parameter_(tensor: torch.Tensor, rule: Init) -> torch.Tensor:

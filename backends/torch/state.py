@@ -23,7 +23,9 @@ def load_parameters(module: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.M
         for name, param in own.items():
             value = torch.as_tensor(np.asarray(arrays[name]))
             if tuple(value.shape) != tuple(param.shape):
-                raise CheckpointError(f"parameter {name!r} has shape {tuple(value.shape)}, model expects {tuple(param.shape)}")
+                raise CheckpointError(
+                    f"parameter {name!r} has shape {tuple(value.shape)}, model expects {tuple(param.shape)}"
+                )
             param.copy_(value.to(param.dtype))
     return module
 

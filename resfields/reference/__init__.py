@@ -5,16 +5,22 @@ with the backends. See :mod:`resfields.reference.layer` and :mod:`resfields.refe
 """
 
 from resfields.reference.fields import field_forward, field_vjp, positional_encoding, softplus
-from resfields.reference.layer import per_sample_weights, residual_basis, resfield_linear, resfield_linear_vjp, time_matrix
+from resfields.reference.layer import (
+    per_sample_weights,
+    resfield_linear,
+    resfield_linear_vjp,
+    residual_basis,
+    time_matrix,
+)
 
 __all__ = [
     "field_forward",
     "field_vjp",
-    "positional_encoding",
-    "softplus",
     "per_sample_weights",
-    "residual_basis",
+    "positional_encoding",
     "resfield_linear",
     "resfield_linear_vjp",
+    "residual_basis",
+    "softplus",
     "time_matrix",
 ]

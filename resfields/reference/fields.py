@@ -13,10 +13,11 @@ from array_api_compat import array_namespace
 
 from resfields.reference.layer import Params, resfield_linear, resfield_linear_vjp
 from resfields.spec import FieldSpec, LinearSpec, MLPSpec, SirenSpec, layer_specs
+from resfields.validate import check_time_arguments
 
 Array = Any
 
-__all__ = ["positional_encoding", "softplus", "field_forward", "field_vjp"]
+__all__ = ["field_forward", "field_vjp", "positional_encoding", "softplus"]
 
 
 def positional_encoding(x: Array, n_frequencies: int, include_input: bool) -> Array:
@@ -82,6 +83,7 @@ def _time_kwargs(layer: LinearSpec, frame_ids: Array | None, times: Array | None
 def _forward_trace(spec: FieldSpec, params: Params, x: Array, frame_ids: Array | None, times: Array | None):
     """Run the field, keeping every layer input and pre-activation for the backward pass."""
     xp = array_namespace(x)
+    check_time_arguments(spec.resfield, frame_ids, times)
     layers = layer_specs(spec)
     encoded = x
     if isinstance(spec, MLPSpec):

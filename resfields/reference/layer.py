@@ -27,7 +27,7 @@ from resfields.validate import (
 Array = Any
 Params = Mapping[str, Array]
 
-__all__ = ["time_matrix", "residual_basis", "per_sample_weights", "resfield_linear", "resfield_linear_vjp"]
+__all__ = ["per_sample_weights", "resfield_linear", "resfield_linear_vjp", "residual_basis", "time_matrix"]
 
 
 def time_matrix(rf: ResFieldSpec, key: Array, xp: Any) -> Array:
@@ -113,7 +113,7 @@ def resfield_linear(
         y = (per_sample_weights(spec, params, a, xp) @ x2[:, :, None])[:, :, 0]
     if spec.bias:
         y = y + params["bias"]
-    return xp.reshape(y, lead + (spec.out_features,))
+    return xp.reshape(y, (*lead, spec.out_features))
 
 
 def resfield_linear_vjp(
@@ -135,7 +135,7 @@ def resfield_linear_vjp(
         grads["bias"] = xp.sum(g, axis=0)
     if a is None:
         grads["weight"] = xp.permute_dims(g, (1, 0)) @ x2
-        return xp.reshape(g @ params["weight"], lead + (i,)), grads
+        return xp.reshape(g @ params["weight"], (*lead, i)), grads
 
     rf = spec.resfield
     weights = per_sample_weights(spec, params, a, xp)  # (N, O, I)
@@ -145,7 +145,7 @@ def resfield_linear_vjp(
     outer_flat = xp.reshape(outer, (-1, o * i))
     if rf.compression == "none":
         grads["residuals"] = xp.reshape(xp.permute_dims(a, (1, 0)) @ outer_flat, (rf.capacity, o, i))
-        return xp.reshape(grad_x, lead + (i,)), grads
+        return xp.reshape(grad_x, (*lead, i)), grads
 
     basis = residual_basis(rf, params, xp)  # (R, O, I)
     c = a @ params["coefficients"]  # (N, R)
@@ -169,4 +169,4 @@ def resfield_linear_vjp(
         grads["out_factors"] = xp.tensordot(core, gb_v, axes=([0, 2], [0, 2]))
         # dv[d,i] = sum_a sum_b core[a,b,d] gb_u[a,i,b]
         grads["in_factors"] = xp.tensordot(core, gb_u, axes=([0, 1], [0, 2]))
-    return xp.reshape(grad_x, lead + (i,)), grads
+    return xp.reshape(grad_x, (*lead, i)), grads

@@ -1,0 +1,47 @@
+"""The torch backend behind the common :class:`resfields.backends.Backend` interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from resfields.spec import FieldSpec
+
+from .fields import build_field
+from .state import load_parameters, parameters_to_numpy
+
+
+class TorchBackend:
+    name = "torch"
+
+    def devices(self) -> list[str]:
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    def build(self, spec: FieldSpec, arrays: dict[str, np.ndarray] | None = None, device: str | None = None) -> Any:
+        model = build_field(spec, device=device)
+        return model if arrays is None else load_parameters(model, arrays)
+
+    def to_numpy(self, model: Any) -> dict[str, np.ndarray]:
+        return parameters_to_numpy(model)
+
+    def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32"):
+        device = next(model.parameters()).device
+        model.zero_grad(set_to_none=True)
+        xt = torch.tensor(x, dtype=torch.float32, device=device, requires_grad=True)
+        ids = None if frame_ids is None else torch.as_tensor(frame_ids, device=device)
+        ts = None if times is None else torch.as_tensor(times, dtype=torch.float32, device=device)
+        # bf16 runs the way users run it: fp32 parameters under autocast
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            y = model(xt, frame_ids=ids, times=ts)
+        (y.float() * torch.as_tensor(cotangent, dtype=torch.float32, device=device)).sum().backward()
+        grads = {name: _np(p.grad) if p.grad is not None else np.zeros(p.shape) for name, p in model.named_parameters()}
+        return _np(y), _np(xt.grad), grads
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().cpu().numpy()
+
+
+BACKEND = TorchBackend()

@@ -1,0 +1,408 @@
+"""Checkpoints: a field spec plus its canonical parameters, in Hugging Face Hub layout.
+
+A checkpoint is a folder with two files::
+
+    config.json          {"schema_version": 1, "library": "resfields", "field": {...}, "metadata": {...}}
+    model.safetensors    one tensor per canonical name of resfields.spec.parameter_shapes(spec)
+
+The format is data only: JSON and safetensors are parsed, nothing is unpickled or executed.
+Loading is strict and every problem (missing or truncated file, bad JSON, wrong schema version,
+unknown key, invalid spec, missing/unexpected/misshaped tensor, non-float dtype, NaN/Inf) raises
+:class:`~resfields.errors.CheckpointError` naming the problem and the file. A spec that is invalid
+*inside* a checkpoint is reported as a CheckpointError too (the SpecError is kept as ``__cause__``),
+so a loader has one error family to catch.
+
+Tensors are stored as float32 (default) or float16 and are always returned as float32.
+
+Only NumPy, safetensors and the standard library are needed here; the torch and tinygrad backends
+are imported lazily by :func:`save_field` / :func:`load_field`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import safetensors
+from safetensors import safe_open
+from safetensors.numpy import save as _safetensors_save
+
+from resfields.errors import CheckpointError, SpecError
+from resfields.spec import (
+    SCHEMA_VERSION,
+    FieldSpec,
+    check_schema_version,
+    parameter_shapes,
+    spec_from_dict,
+    spec_to_dict,
+)
+
+__all__ = [
+    "CONFIG_NAME",
+    "LIBRARY",
+    "WEIGHTS_NAME",
+    "Checkpoint",
+    "check_arrays",
+    "load_checkpoint",
+    "load_field",
+    "save_checkpoint",
+    "save_field",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+LIBRARY = "resfields"
+STORAGE_DTYPES = ("float32", "float16")
+BACKENDS = ("numpy", "torch", "tinygrad")
+
+_TOP_LEVEL_KEYS = ("schema_version", "library", "field", "metadata")
+# safetensors dtype tags that are accepted on load (all are upcast/downcast to float32).
+_FLOAT_TAGS = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        spec: the field spec from ``config.json``.
+        arrays: ``{canonical name: float32 array}``, shapes as :func:`resfields.spec.parameter_shapes`.
+        metadata: the free-form ``metadata`` object of ``config.json`` (``{}`` if absent).
+    """
+
+    spec: FieldSpec
+    arrays: dict[str, np.ndarray]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def forward(self, x: Any, frame_ids: Any = None, times: Any = None) -> np.ndarray:
+        """Evaluate the field with the NumPy float64 reference.
+
+        ``x`` is ``(..., in_features)``; ``frame_ids``/``times`` broadcast against ``x.shape[:-1]``.
+        Returns a float64 array ``(..., out_features)``.
+        """
+        from resfields.reference import field_forward
+
+        params = {name: value.astype(np.float64) for name, value in self.arrays.items()}
+        return field_forward(self.spec, params, np.asarray(x, dtype=np.float64), frame_ids=frame_ids, times=times)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_arrays(spec: FieldSpec, arrays: Mapping[str, Any], where: str = "arrays") -> dict[str, np.ndarray]:
+    """Check ``arrays`` against the canonical contract of ``spec``; return them as float32 NumPy arrays.
+
+    Names must equal :func:`resfields.spec.parameter_shapes` exactly, each array must have its
+    shape, a floating dtype and only finite values. ``where`` prefixes
+    the messages (a file name, say). Raises :class:`CheckpointError` listing every missing,
+    unexpected and misshaped tensor.
+    """
+    expected = parameter_shapes(spec)
+    missing = [n for n in expected if n not in arrays]
+    unexpected = sorted(n for n in arrays if n not in expected)
+    problems = []
+    if missing:
+        problems.append(f"missing tensor(s) {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensor(s) {unexpected}")
+    converted: dict[str, np.ndarray] = {}
+    for name, shape in expected.items():
+        if name not in arrays:
+            continue
+        value = _to_numpy(arrays[name])
+        if not np.issubdtype(value.dtype, np.floating):
+            problems.append(f"tensor {name!r} has non-float dtype {value.dtype}")
+            continue
+        if tuple(value.shape) != tuple(shape):
+            problems.append(f"tensor {name!r} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+            continue
+        converted[name] = value
+    if problems:
+        raise CheckpointError(f"{where}: {'; '.join(problems)}")
+    out: dict[str, np.ndarray] = {}
+    for name, value in converted.items():
+        value32 = np.ascontiguousarray(value, dtype=np.float32)
+        _check_finite(value32, name, where)
+        out[name] = value32
+    return out
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """NumPy view of a NumPy array, a torch tensor (any device) or anything with ``.numpy()``."""
+    if hasattr(value, "detach"):  # torch
+        value = value.detach().cpu()
+        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy()
+    if not isinstance(value, np.ndarray) and hasattr(value, "numpy"):  # tinygrad and friends
+        return np.asarray(value.numpy())
+    return np.asarray(value)
+
+
+def _check_finite(value: np.ndarray, name: str, where: str) -> None:
+    if not np.all(np.isfinite(value)):
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        raise CheckpointError(f"{where}: tensor {name!r} has {bad} non-finite value(s) (NaN or Inf)")
+
+
+def _check_metadata(metadata: Any) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise CheckpointError(f"metadata must be a dict, got {type(metadata).__name__}")
+    metadata = dict(metadata)
+    if not all(isinstance(k, str) for k in metadata):
+        raise CheckpointError("metadata keys must be strings")
+    try:
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"metadata is not JSON-serialisable: {e}") from e
+    return metadata
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def _write_atomically(folder: Path, files: dict[str, bytes]) -> None:
+    """Write every file to a temporary sibling first, then rename them into place.
+
+    If anything fails before the renames, the folder keeps its previous content (no half-written
+    file appears). The weights are renamed before the config, so a reader never sees a new config
+    without its weights.
+    """
+    temps: dict[str, str] = {}
+    try:
+        for name, payload in files.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            temps[name] = tmp
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for name in files:
+            os.replace(temps[name], folder / name)
+            del temps[name]
+    finally:
+        for tmp in temps.values():
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def save_checkpoint(
+    folder: PathLike,
+    spec: FieldSpec,
+    arrays: Mapping[str, Any],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    dtype: Literal["float32", "float16"] = "float32",
+) -> Path:
+    """Save ``spec`` and its parameters to ``folder`` (created if needed); return the folder.
+
+    Args:
+        folder: target directory; ``config.json`` and ``model.safetensors`` are (over)written.
+        spec: the field spec (LinearSpec, SirenSpec or MLPSpec).
+        arrays: ``{canonical name: array}`` with exactly the names and shapes of
+            :func:`resfields.spec.parameter_shapes` (NumPy arrays or torch tensors).
+        metadata: free-form JSON-serialisable dict stored in ``config.json``.
+        dtype: storage dtype of the tensors, "float32" or "float16" (loaded back as float32).
+
+    Raises:
+        CheckpointError: the arrays do not match the spec (every missing, unexpected or
+            misshaped tensor is named), contain NaN/Inf (also after the float16 cast), or the
+            metadata is not JSON. Nothing is written in that case.
+        SpecError: ``dtype`` is not a supported storage dtype.
+    """
+    if dtype not in STORAGE_DTYPES:
+        raise SpecError(f"checkpoint dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
+    folder = Path(folder)
+    checked = check_arrays(spec, arrays, where="save_checkpoint")
+    meta = _check_metadata(metadata)
+    with np.errstate(over="ignore"):  # float16 overflow becomes Inf, reported just below
+        stored = {name: np.ascontiguousarray(value.astype(dtype)) for name, value in checked.items()}
+    for name, value in stored.items():
+        _check_finite(value, name, f"save_checkpoint (as {dtype})")
+    config = {"schema_version": SCHEMA_VERSION, "library": LIBRARY, "field": spec_to_dict(spec), "metadata": meta}
+    config_bytes = (json.dumps(config, indent=2, allow_nan=False) + "\n").encode("utf-8")
+    weights_bytes = _safetensors_save(
+        stored, metadata={"format": LIBRARY, "schema_version": str(SCHEMA_VERSION), "dtype": dtype}
+    )
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder} exists and is not a directory")
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomically(folder, {WEIGHTS_NAME: weights_bytes, CONFIG_NAME: config_bytes})
+    return folder
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def _read_config(path: Path) -> tuple[FieldSpec, dict[str, Any]]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing {CONFIG_NAME}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: top level must be a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_TOP_LEVEL_KEYS))
+    if unknown:
+        raise CheckpointError(f"{path}: unknown top-level key(s) {unknown}; allowed: {list(_TOP_LEVEL_KEYS)}")
+    if "schema_version" not in data:
+        raise CheckpointError(f"{path}: missing 'schema_version'")
+    try:
+        check_schema_version(data["schema_version"])
+    except SpecError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    if "library" in data and data["library"] != LIBRARY:
+        raise CheckpointError(f"{path}: 'library' must be {LIBRARY!r}, got {data['library']!r}")
+    if "field" not in data:
+        raise CheckpointError(f"{path}: missing 'field' (the field spec)")
+    try:
+        spec = spec_from_dict(data["field"])
+    except SpecError as e:
+        raise CheckpointError(f"{path}: invalid field spec: {e}") from e
+    metadata = data.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: 'metadata' must be an object, got {type(metadata).__name__}")
+    return spec, metadata
+
+
+def _read_weights(path: Path, spec: FieldSpec) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing {WEIGHTS_NAME}")
+    expected = parameter_shapes(spec)
+    try:
+        with safe_open(str(path), framework="np") as f:
+            names = list(f.keys())
+            missing = [n for n in expected if n not in names]
+            unexpected = sorted(n for n in names if n not in expected)
+            problems = []
+            if missing:
+                problems.append(f"missing tensor(s) {missing}")
+            if unexpected:
+                problems.append(f"unexpected tensor(s) {unexpected}")
+            for name, shape in expected.items():
+                if name not in names:
+                    continue
+                view = f.get_slice(name)
+                tag, stored_shape = view.get_dtype(), tuple(view.get_shape())
+                if tag not in _FLOAT_TAGS:
+                    problems.append(f"tensor {name!r} has unsupported dtype {tag} (expected F16, F32 or F64)")
+                elif stored_shape != tuple(shape):
+                    problems.append(f"tensor {name!r} has shape {stored_shape}, config expects {tuple(shape)}")
+            if problems:
+                raise CheckpointError(f"{path}: {'; '.join(problems)} for the field in {CONFIG_NAME}")
+            raw = {name: f.get_tensor(name) for name in expected}
+    except CheckpointError:
+        raise
+    except (safetensors.SafetensorError, OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file: {e}") from e
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in raw.items():
+        value32 = np.ascontiguousarray(value, dtype=np.float32)
+        _check_finite(value32, name, str(path))
+        arrays[name] = value32
+    return arrays
+
+
+def load_checkpoint(folder: PathLike) -> Checkpoint:
+    """Load and fully validate a checkpoint folder written by :func:`save_checkpoint`.
+
+    Returns a :class:`Checkpoint` whose ``arrays`` are float32 with the shapes of
+    :func:`resfields.spec.parameter_shapes` (float16/float64 tensors are converted).
+
+    Raises:
+        CheckpointError: for every problem, naming it and the file: missing folder or file,
+            invalid JSON, wrong ``schema_version``, unknown top-level key, invalid field spec
+            (the SpecError is chained as ``__cause__``), corrupt/truncated safetensors, missing or
+            unexpected tensors, wrong shapes, non-float dtypes, NaN/Inf values.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: checkpoint folder does not exist or is not a directory")
+    spec, metadata = _read_config(folder / CONFIG_NAME)
+    arrays = _read_weights(folder / WEIGHTS_NAME, spec)
+    return Checkpoint(spec=spec, arrays=arrays, metadata=metadata)
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def _is_torch_module(model: Any) -> bool:
+    torch = sys.modules.get("torch")  # a torch module implies torch is already imported
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def save_field(
+    folder: PathLike,
+    model: Any,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    dtype: Literal["float32", "float16"] = "float32",
+) -> Path:
+    """Save a backend model (torch ``nn.Module`` or a tinygrad field) with its ``model.spec``.
+
+    The backend is detected from ``model``; its ``parameters_to_numpy`` provides the canonical
+    arrays. See :func:`save_checkpoint` for ``metadata``, ``dtype`` and the errors.
+    """
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise CheckpointError(f"cannot save {type(model).__name__}: it has no .spec (build it with build_field)")
+    if _is_torch_module(model):
+        from resfields.backends.torch import parameters_to_numpy
+    else:
+        from resfields.backends.tinygrad import parameters_to_numpy  # type: ignore[no-redef]
+    return save_checkpoint(folder, spec, parameters_to_numpy(model), metadata=metadata, dtype=dtype)
+
+
+def load_field(
+    folder: PathLike,
+    backend: Literal["numpy", "torch", "tinygrad"] = "numpy",
+    device: Any = None,
+) -> Any:
+    """Load a checkpoint for a backend.
+
+    * ``"numpy"``: the :class:`Checkpoint` itself (evaluate with ``Checkpoint.forward`` or
+      ``resfields.reference.field_forward(ckpt.spec, ckpt.arrays, x, ...)``).
+    * ``"torch"``: a module from ``resfields.backends.torch.build_field`` on ``device``.
+    * ``"tinygrad"``: a field from ``resfields.backends.tinygrad.build_field`` on ``device``.
+
+    Raises CheckpointError for any checkpoint problem, SpecError for an unknown ``backend``.
+    """
+    if backend not in BACKENDS:
+        raise SpecError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    ckpt = load_checkpoint(folder)
+    if backend == "numpy":
+        return ckpt
+    if backend == "torch":
+        from resfields.backends import torch as backend_module
+    else:
+        from resfields.backends import tinygrad as backend_module  # type: ignore[no-redef]
+    build = backend_module.build_field
+    takes_device = "device" in inspect.signature(build).parameters
+    model = build(ckpt.spec, device=device) if device is not None and takes_device else build(ckpt.spec)
+    backend_module.load_parameters(model, ckpt.arrays)
+    if device is not None and not takes_device:  # tinygrad: build on the default device, then move
+        from tinygrad.nn.state import get_parameters
+
+        for tensor in get_parameters(model):
+            tensor.to_(device)
+    return model

@@ -1,0 +1,153 @@
+"""The torch backend as users meet it: a drop-in for nn.Linear, broadcasting rules, the grouped
+hot path, autocast, bad input, and a short fit whose loss falls."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from resfields.backends.torch import Field, GroupedLinear, ResFieldLinear, plan_frames  # noqa: E402
+from resfields.errors import FrameError, ShapeError  # noqa: E402
+from resfields.spec import ResFieldSpec, SirenSpec, frame_to_time  # noqa: E402
+
+
+def _layer(**kw) -> ResFieldLinear:
+    torch.manual_seed(0)
+    layer = ResFieldLinear(6, 5, rank=3, capacity=10, **kw)
+    with torch.no_grad():  # non-zero residuals so that frames differ
+        for name, p in layer.named_parameters():
+            if name not in ("weight", "bias"):
+                p.normal_(0.0, 0.3)
+    return layer
+
+
+def _per_frame(layer: ResFieldLinear, x: torch.Tensor, frame: int) -> torch.Tensor:
+    w = layer.weight + layer.frame_residuals(torch.tensor([frame]))[0]
+    return torch.nn.functional.linear(x, w, layer.bias)
+
+
+def test_is_a_drop_in_linear():
+    layer = ResFieldLinear(6, 5, rank=3, capacity=10)
+    assert isinstance(layer, torch.nn.Module)
+    assert dict(layer.named_parameters()).keys() == {"weight", "bias", "coefficients", "matrices"}
+    assert layer.weight.shape == (5, 6) and layer.in_features == 6 and layer.out_features == 5
+    x = torch.randn(4, 6)
+    # a fresh layer has zero residuals: it computes exactly what nn.Linear computes
+    torch.testing.assert_close(layer(x, frame_ids=3), torch.nn.functional.linear(x, layer.weight, layer.bias))
+    assert "rank=3, capacity=10" in repr(layer)
+
+
+@pytest.mark.parametrize("compression", ["vm", "none", "cp", "tucker"])
+def test_broadcasting_layouts_agree(compression):
+    layer = _layer(compression=compression) if compression != "none" else None
+    if layer is None:
+        torch.manual_seed(0)
+        layer = ResFieldLinear(6, 5, capacity=10, compression="none")
+        with torch.no_grad():
+            layer.residuals.normal_(0.0, 0.3)
+    x = torch.randn(4, 3, 6)
+    ids = torch.tensor([[7], [2], [7], [0]])  # one frame per row, unsorted, repeated
+    y = layer(x, frame_ids=ids)
+    for b in range(4):
+        torch.testing.assert_close(y[b], _per_frame(layer, x[b], int(ids[b, 0])))
+    per_sample = ids.expand(4, 3)
+    torch.testing.assert_close(layer(x.reshape(12, 6), frame_ids=per_sample.reshape(12)), y.reshape(12, 5))
+    torch.testing.assert_close(layer(x, frame_ids=4), _per_frame(layer, x, 4))  # a scalar: one frame for all
+    torch.testing.assert_close(layer(x, frame_ids=torch.tensor(4)), _per_frame(layer, x, 4))
+
+
+def test_plan_builds_weights_only_for_present_frames():
+    rf = ResFieldSpec(capacity=1000, rank=2)
+    plan = plan_frames(rf, (5, 8), torch.tensor([[900], [3], [900], [3], [42]]), None, torch.device("cpu"))
+    assert plan.frames.tolist() == [3, 42, 900]
+    assert plan.counts == [16, 8, 16]
+    assert plan.order is not None  # unsorted rows get sorted once
+    sorted_plan = plan_frames(rf, (5, 8), torch.tensor([[3], [3], [42], [900], [900]]), None, torch.device("cpu"))
+    assert sorted_plan.order is None  # presorted input (what samplers produce) skips the permutation
+
+
+def test_interpolation_blends_neighbouring_frames():
+    layer = _layer(mode="interpolation")
+    x = torch.randn(5, 6)
+    p = 3.25  # between knots 3 and 4 of capacity 10
+    t = torch.full((5,), -1 + 2 * p / 9)
+    expected = 0.75 * _per_frame(layer, x, 3) + 0.25 * _per_frame(layer, x, 4)
+    torch.testing.assert_close(layer(x, times=t), expected)
+    # frame times land on their knots; outside [-1, 1] clamps to the end knots
+    knots = torch.tensor([frame_to_time(f, 10) for f in range(10)], dtype=torch.float32)
+    y = layer(x[:1].expand(10, 6), times=knots)
+    for f in range(10):
+        torch.testing.assert_close(y[f], _per_frame(layer, x[0], f))
+    torch.testing.assert_close(layer(x, times=torch.full((5,), 7.0)), _per_frame(layer, x, 9))
+    torch.testing.assert_close(layer(x, times=torch.full((5,), -7.0)), _per_frame(layer, x, 0))
+
+
+def test_grouped_linear_gradcheck():
+    x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: GroupedLinear.apply(x, w, b, [2, 4, 1]), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w: GroupedLinear.apply(x, w, None, [0, 7, 0]), (x, w))
+
+
+def test_bf16_autocast_close_to_fp32():
+    layer = _layer()
+    x = torch.randn(8, 4, 6)
+    ids = torch.randint(0, 10, (8, 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = layer(x, frame_ids=ids)
+    assert y16.dtype == torch.bfloat16
+    y32 = layer(x, frame_ids=ids)
+    assert (y16.float() - y32).abs().max() <= 3e-2 * max(1.0, y32.abs().max().item())
+    y16.float().sum().backward()
+    assert layer.matrices.grad is not None and layer.matrices.grad.dtype == torch.float32
+
+
+def test_float64_and_device_follow_parameters():
+    layer = ResFieldLinear(3, 2, rank=1, capacity=4, dtype=torch.float64)
+    y = layer(torch.randn(5, 3, dtype=torch.float64), frame_ids=torch.arange(5) % 4)
+    assert y.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda m, x: m(x, frame_ids=torch.tensor([[10]])), FrameError, r"\[0, 10\)"),
+        (lambda m, x: m(x, frame_ids=torch.tensor([[-1]])), FrameError, r"\[0, 10\)"),
+        (lambda m, x: m(x, frame_ids=torch.tensor([[1.0]])), FrameError, "integer"),
+        (lambda m, x: m(x, frame_ids=torch.zeros(3, dtype=torch.long)), ShapeError, "broadcast"),
+        (lambda m, x: m(x, times=0.0), FrameError, "not times"),
+        (lambda m, x: m(x), FrameError, "needs frame_ids"),
+        (lambda m, x: m(x[..., :5], frame_ids=0), ShapeError, "in_features=6"),
+    ],
+)
+def test_bad_input_is_named(call, error, message):
+    with pytest.raises(error, match=message):
+        call(_layer(), torch.randn(2, 4, 6))
+
+
+def test_nan_times_rejected():
+    with pytest.raises(FrameError, match="NaN"):
+        _layer(mode="interpolation")(torch.randn(2, 6), times=torch.tensor([0.0, float("nan")]))
+
+
+def test_siren_resfield_fit_loss_falls():
+    torch.manual_seed(0)
+    frames, pixels = 8, 64
+    spec = SirenSpec(
+        2, 1, hidden_features=32, n_layers=4, resfield_layers=(1, 2), resfield=ResFieldSpec(capacity=frames, rank=4)
+    )
+    field = Field(spec)
+    coords = torch.rand(frames, pixels, 2) * 2 - 1
+    target = torch.sin(3 * coords[..., :1] + torch.arange(frames).view(frames, 1, 1) * 0.7)
+    opt = torch.optim.Adam(field.parameters(), lr=1e-3)
+    ids = torch.arange(frames).view(frames, 1)
+    losses = []
+    for _ in range(60):
+        loss = ((field(coords, frame_ids=ids) - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
