@@ -47,7 +47,10 @@ def format_table(results: list[Result], verbose: bool = False) -> str:
     for r in results:
         kind = "layer" if r.case.startswith(("layer", "random")) else "field"
         groups.setdefault((r.backend, r.device, r.dtype, kind), []).append(r)
-    head = f"{'backend':9} {'device':7} {'dtype':9} {'kind':6} {'cases':>5} {'passed':>6} {'worst fwd':>10} {'worst grad':>10}"
+    head = (
+        f"{'backend':9} {'device':7} {'dtype':9} {'kind':6} {'cases':>5} {'passed':>6} "
+        f"{'worst fwd':>10} {'worst grad':>10}"
+    )
     lines = [head, "-" * len(head)]
     for (backend, device, dtype, kind), rs in groups.items():
         fwd = max(r.forward_error for r in rs)

@@ -151,3 +151,13 @@ def test_siren_resfield_fit_loss_falls():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_field_uses_the_field_init_rules():
+    torch.manual_seed(0)
+    spec = SirenSpec(2, 1, hidden_features=64, n_layers=3, hidden_omega0=30.0)
+    field = Field(spec)
+    bound = (6.0 / 64) ** 0.5 / 30.0  # Siren hidden-layer bound, far below nn.Linear's 1/8
+    assert field.layers[1].weight.abs().max() <= bound
+    assert field.layers[1].weight.abs().max() > 0.8 * bound
+    assert field.layers[0].weight.abs().max() <= 1.0 / 2  # first layer: U(-1/in, 1/in)

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from resfields.spec import FieldSpec, LinearSpec, MLPSpec, SirenSpec, layer_specs
+from resfields.spec import FieldSpec, LinearSpec, MLPSpec, SirenSpec, init_rules, layer_specs
 from resfields.validate import check_input_features, check_time_arguments
 
 from .frames import plan_frames
-from .layer import ResFieldLinear
+from .layer import ResFieldLinear, init_parameter_
 
 __all__ = ["Field", "build_field", "positional_encoding"]
 
@@ -42,6 +42,14 @@ class Field(nn.Module):
             raise TypeError("a LinearSpec is a layer, not a field: use ResFieldLinear.from_spec(spec)")
         self.spec = spec
         self.layers = nn.ModuleList(ResFieldLinear.from_spec(s, device, dtype) for s in layer_specs(spec))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Redraw every parameter from the field's init rules (Siren, geometric, ...), which
+        override the plain-linear rules each layer drew for itself."""
+        params = dict(self.named_parameters())
+        for name, rule in init_rules(self.spec).items():
+            init_parameter_(params[name], rule)
 
     def _activation(self, i: int, z: torch.Tensor) -> torch.Tensor:
         spec = self.spec

@@ -1,0 +1,65 @@
+"""The tinygrad backend behind the common :class:`resfields.backends.Backend` interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tinygrad import Device, Tensor, dtypes
+from tinygrad.nn.state import get_state_dict
+
+from resfields.spec import FieldSpec
+
+from .fields import build_field
+from .state import load_parameters, parameters_to_numpy
+
+# tinygrad names devices in capitals; the library uses torch-style lower case
+_DEVICES = {"cpu": "CPU", "cuda": "CUDA"}
+
+
+class TinygradBackend:
+    name = "tinygrad"
+
+    def devices(self) -> list[str]:
+        found = ["cpu"]
+        try:
+            Device["CUDA"]
+            found.append("cuda")
+        except Exception:  # no CUDA runtime or GPU: tinygrad raises from the driver layer
+            pass
+        return found
+
+    def build(self, spec: FieldSpec, arrays: dict[str, np.ndarray] | None = None, device: str | None = None) -> Any:
+        model = build_field(spec)
+        if arrays is not None:
+            load_parameters(model, arrays)
+        if device is not None and device != "cpu":
+            for tensor in get_state_dict(model).values():
+                tensor.to_(_DEVICES.get(device, device))
+        return model
+
+    def to_numpy(self, model: Any) -> dict[str, np.ndarray]:
+        return parameters_to_numpy(model)
+
+    def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32"):
+        if dtype != "float32":
+            raise ValueError(f"the tinygrad backend is checked in float32 only, not {dtype}")
+        params = get_state_dict(model)
+        device = next(iter(params.values())).device
+        for p in params.values():
+            p.requires_grad, p.grad = True, None
+        xt = Tensor(np.asarray(x, dtype=np.float32), device=device)
+        xt.requires_grad = True
+        ids = None if frame_ids is None else Tensor(np.asarray(frame_ids, dtype=np.int32), device=device)
+        ts = None if times is None else Tensor(np.asarray(times, dtype=np.float32), device=device)
+        y = model(xt, frame_ids=ids, times=ts)
+        (y * Tensor(np.asarray(cotangent, dtype=np.float32), device=device)).sum().backward()
+        grads = {k: _np(p.grad) if p.grad is not None else np.zeros(p.shape) for k, p in params.items()}
+        return _np(y), _np(xt.grad), grads
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.cast(dtypes.float32).numpy().astype(np.float64)
+
+
+BACKEND = TinygradBackend()
