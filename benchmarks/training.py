@@ -93,6 +93,8 @@ def training_table(repeats: int) -> list[dict]:
         t_torch = _median_seconds(torch_step(spec), repeats)
         t_tiny = _median_seconds(tinygrad_step(spec), repeats)
         rows.append({"case": name, "torch_ms": t_torch * 1e3, "tinygrad_ms": t_tiny * 1e3, "ratio": t_tiny / t_torch})
-        print(f"  {name}: torch {t_torch * 1e3:.1f} ms, tinygrad {t_tiny * 1e3:.1f} ms ({t_tiny / t_torch:.2f}x)",
-              file=sys.stderr)
+        print(
+            f"  {name}: torch {t_torch * 1e3:.1f} ms, tinygrad {t_tiny * 1e3:.1f} ms ({t_tiny / t_torch:.2f}x)",
+            file=sys.stderr,
+        )
     return rows

@@ -161,3 +161,14 @@ def test_field_uses_the_field_init_rules():
     assert field.layers[1].weight.abs().max() <= bound
     assert field.layers[1].weight.abs().max() > 0.8 * bound
     assert field.layers[0].weight.abs().max() <= 1.0 / 2  # first layer: U(-1/in, 1/in)
+
+
+def test_grouped_linear_blend_gradcheck():
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)  # pairs of (2 out) stacked
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    blend = torch.rand(6, 1, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x, w, b: GroupedLinear.apply(x, w, b, [4, 2], blend), (x, w, b))
+    y = GroupedLinear.apply(x, w, b, [4, 2], blend)
+    expected = x[:4] @ w[0, :2].t() + b + blend[:4] * (x[:4] @ w[0, 2:].t())
+    torch.testing.assert_close(y[:4], expected)

@@ -42,26 +42,44 @@ class GroupedLinear(torch.autograd.Function):
 
     x: ``(N, I)``, weights: ``(F, O, I)``, bias: ``(O,)`` or None -> ``(N, O)``. One GEMM per group
     forward and two backward, written straight into preallocated slices (no concat, no scatter).
+
+    With ``blend`` ``(N, 1)`` the weights are stacked pairs ``(F, 2O, I)`` = [lower knot; upper minus
+    lower] and ``out[g] = x W_lo^T + b + blend * (x D^T)``: still one GEMM per group, and the
+    ``(n, 2O)`` intermediate lives only per group, so memory stays that of one output.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None, counts: list[int]):
-        out = x.new_empty(x.shape[0], weights.shape[1])
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weights: torch.Tensor,
+        bias: torch.Tensor | None,
+        counts: list[int],
+        blend: torch.Tensor | None = None,
+    ):
+        out_features = weights.shape[1] // (1 if blend is None else 2)
+        out = x.new_empty(x.shape[0], out_features)
         start = 0
         for f, n in enumerate(counts):
             stop = start + n
-            if bias is None:
-                torch.mm(x[start:stop], weights[f].t(), out=out[start:stop])
+            rows = slice(start, stop)
+            if blend is None:
+                if bias is None:
+                    torch.mm(x[rows], weights[f].t(), out=out[rows])
+                else:
+                    torch.addmm(bias, x[rows], weights[f].t(), out=out[rows])
             else:
-                torch.addmm(bias, x[start:stop], weights[f].t(), out=out[start:stop])
+                both = x[rows] @ weights[f].t()
+                low = both[:, :out_features] if bias is None else both[:, :out_features] + bias
+                torch.addcmul(low, blend[rows], both[:, out_features:], out=out[rows])
             start = stop
-        ctx.save_for_backward(x, weights)
+        ctx.save_for_backward(x, weights, blend)
         ctx.counts, ctx.has_bias = counts, bias is not None
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        x, weights = ctx.saved_tensors
+        x, weights, blend = ctx.saved_tensors
         grad = grad.contiguous()
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = torch.empty_like(x) if need_x else None
@@ -69,13 +87,16 @@ class GroupedLinear(torch.autograd.Function):
         start = 0
         for f, n in enumerate(ctx.counts):
             stop = start + n
+            g = grad[start:stop]
+            if blend is not None:  # d out / d [x W_lo^T, x D^T] = [1, blend]
+                g = torch.cat([g, blend[start:stop] * g], dim=1)
             if need_x:
-                torch.mm(grad[start:stop], weights[f], out=grad_x[start:stop])
+                torch.mm(g, weights[f], out=grad_x[start:stop])
             if need_w:
-                torch.mm(grad[start:stop].t(), x[start:stop], out=grad_w[f])
+                torch.mm(g.t(), x[start:stop], out=grad_w[f])
             start = stop
         grad_b = grad.sum(0) if (ctx.has_bias and need_b) else None
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
 
 
 class ResFieldLinear(nn.Module):
@@ -175,10 +196,7 @@ class ResFieldLinear(nn.Module):
             return _grouped(x, lower.to(dtype), bias, plan.counts)
         upper_minus_lower = self.frame_residuals(plan.next_frames) - self.frame_residuals(plan.frames)
         stacked = torch.cat([lower, upper_minus_lower], dim=1).to(dtype)  # (F, 2O, I): one GEMM per group
-        if bias is not None:
-            bias = torch.cat([bias, bias.new_zeros(self.out_features)])
-        both = _grouped(x, stacked, bias, plan.counts)
-        return torch.addcmul(both[:, : self.out_features], plan.blend.to(dtype), both[:, self.out_features :])
+        return _grouped(x, stacked, bias, plan.counts, plan.blend.to(dtype))
 
     def forward(
         self,
@@ -203,7 +221,13 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _grouped(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None, counts: list[int]) -> torch.Tensor:
+def _grouped(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    bias: torch.Tensor | None,
+    counts: list[int],
+    blend: torch.Tensor | None = None,
+) -> torch.Tensor:
     # casts were done by the caller; autocast must not re-cast inside the out= matmuls
     with torch.autocast(x.device.type, enabled=False):
-        return GroupedLinear.apply(x.contiguous(), weights.contiguous(), bias, counts)
+        return GroupedLinear.apply(x.contiguous(), weights.contiguous(), bias, counts, blend)
