@@ -47,6 +47,16 @@ def broadcast_time_shape(ids_shape: tuple[int, ...], lead_shape: tuple[int, ...]
         raise ShapeError(f"{name} of shape {ids_shape} does not broadcast against x.shape[:-1] = {lead_shape}")
 
 
+def row_split(key_shape: tuple[int, ...], lead: tuple[int, ...]) -> int:
+    """Where ``lead`` splits into rows and samples-per-row: the key (broadcast against ``lead``) is
+    constant over ``lead[split:]``. ``(B, 1)`` against ``(B, S)`` gives 1; a scalar key gives 0."""
+    padded = (1,) * (len(lead) - len(key_shape)) + tuple(key_shape)
+    split = len(padded)
+    while split > 0 and padded[split - 1] == 1:
+        split -= 1
+    return split
+
+
 def check_frame_range(is_integer: bool, low: int | None, high: int | None, capacity: int) -> None:
     """Frame ids must be integers in ``[0, capacity)``; ``low``/``high`` are their min and max."""
     if not is_integer:

@@ -19,7 +19,7 @@ import numpy as np
 from tinygrad import Tensor, dtypes
 
 from resfields.spec import ResFieldSpec
-from resfields.validate import broadcast_time_shape, check_frame_range, check_time_arguments, check_times
+from resfields.validate import broadcast_time_shape, check_frame_range, check_time_arguments, check_times, row_split
 
 __all__ = ["TimePlan", "plan_times", "time_matrix"]
 
@@ -58,17 +58,6 @@ def time_matrix(rf: ResFieldSpec, key: Tensor) -> Tensor:
     below = (low.reshape(-1, 1) == knots).cast(dtypes.float32)
     above = (high.reshape(-1, 1) == knots).cast(dtypes.float32)
     return (1.0 - weight) * below + weight * above
-
-
-def _trailing_dims(key_shape: tuple[int, ...], lead: tuple[int, ...]) -> int:
-    """Number of trailing axes of ``lead`` over which the key is constant (size 1 or absent)."""
-    padded = (1,) * (len(lead) - len(key_shape)) + tuple(key_shape)
-    n = 0
-    for size in reversed(padded):
-        if size != 1:
-            break
-        n += 1
-    return n
 
 
 def _validate_values(rf: ResFieldSpec, which: str, key: Tensor | np.ndarray, validate: bool) -> None:
@@ -116,7 +105,7 @@ def plan_times(
     if not isinstance(key, Tensor):
         # 32-bit on device: frame ids are small, and times are compared with float32 activations anyway
         key = Tensor(key.astype(np.int32 if which == "frame_ids" else np.float32))
-    split = len(lead) - _trailing_dims(tuple(key.shape), lead)
+    split = row_split(tuple(key.shape), lead)
     row_shape, rows, per_row = lead[:split], math.prod(lead[:split]), math.prod(lead[split:])
     padded = (1,) * (len(lead) - key.ndim) + tuple(key.shape)
     row_key = key.reshape(padded).reshape(padded[:split]).expand(row_shape).reshape(rows)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from resfields.spec import ResFieldSpec
-from resfields.validate import broadcast_time_shape, check_frame_range, check_time_arguments, check_times
+from resfields.validate import broadcast_time_shape, check_frame_range, check_time_arguments, check_times, row_split
 
 __all__ = ["FramePlan", "plan_frames"]
 
@@ -71,7 +71,7 @@ def plan_frames(
     which = check_time_arguments(rf, frame_ids, times)
     key = torch.as_tensor(frame_ids if which == "frame_ids" else times, device=device)
     broadcast_time_shape(tuple(key.shape), lead, which)
-    split = len(lead) - _trailing_dims(tuple(key.shape), lead)
+    split = row_split(tuple(key.shape), lead)
     row_shape, rows, per_row = lead[:split], math.prod(lead[:split]), math.prod(lead[split:])
     row_key = key.reshape((1,) * (len(lead) - key.ndim) + tuple(key.shape))
     row_key = row_key.reshape(row_key.shape[:split]).expand(row_shape).reshape(-1)
@@ -111,14 +111,3 @@ def plan_frames(
             blend = weight.repeat_interleave(per_row).unsqueeze(1)
     counts = (group_rows * per_row).tolist()
     return FramePlan(rows, per_row, order, frames, next_frames, counts, blend)
-
-
-def _trailing_dims(key_shape: tuple[int, ...], lead: tuple[int, ...]) -> int:
-    """Number of trailing axes of ``lead`` over which the key is constant (size 1 or absent)."""
-    padded = (1,) * (len(lead) - len(key_shape)) + tuple(key_shape)
-    n = 0
-    for size in reversed(padded):
-        if size != 1:
-            break
-        n += 1
-    return n
