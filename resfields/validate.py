@@ -9,7 +9,14 @@ from typing import Any
 from resfields.errors import FrameError, ShapeError
 from resfields.spec import ResFieldSpec
 
-__all__ = ["broadcast_time_shape", "check_frame_range", "check_input_features", "check_time_arguments", "check_times"]
+__all__ = [
+    "broadcast_time_shape",
+    "check_frame_range",
+    "check_input_features",
+    "check_time_arguments",
+    "check_times",
+    "row_split",
+]
 
 
 def check_input_features(x_shape: tuple[int, ...], in_features: int) -> None:
