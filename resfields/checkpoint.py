@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -108,13 +108,7 @@ def check_arrays(spec: FieldSpec, arrays: Mapping[str, Any], where: str = "array
     unexpected and misshaped tensor.
     """
     expected = parameter_shapes(spec)
-    missing = [n for n in expected if n not in arrays]
-    unexpected = sorted(n for n in arrays if n not in expected)
-    problems = []
-    if missing:
-        problems.append(f"missing tensor(s) {missing}")
-    if unexpected:
-        problems.append(f"unexpected tensor(s) {unexpected}")
+    problems = _name_problems(expected, arrays)
     converted: dict[str, np.ndarray] = {}
     for name, shape in expected.items():
         if name not in arrays:
@@ -135,6 +129,19 @@ def check_arrays(spec: FieldSpec, arrays: Mapping[str, Any], where: str = "array
         _check_finite(value32, name, where)
         out[name] = value32
     return out
+
+
+def _name_problems(expected: Mapping[str, tuple[int, ...]], names: Iterable[str]) -> list[str]:
+    """Messages for tensors the contract wants but ``names`` lacks, and for names it does not know."""
+    names = set(names)
+    missing = [n for n in expected if n not in names]
+    unexpected = sorted(n for n in names if n not in expected)
+    problems = []
+    if missing:
+        problems.append(f"missing tensor(s) {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensor(s) {unexpected}")
+    return problems
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -292,13 +299,7 @@ def _read_weights(path: Path, spec: FieldSpec) -> dict[str, np.ndarray]:
     try:
         with safe_open(str(path), framework="np") as f:
             names = list(f.keys())
-            missing = [n for n in expected if n not in names]
-            unexpected = sorted(n for n in names if n not in expected)
-            problems = []
-            if missing:
-                problems.append(f"missing tensor(s) {missing}")
-            if unexpected:
-                problems.append(f"unexpected tensor(s) {unexpected}")
+            problems = _name_problems(expected, names)
             for name, shape in expected.items():
                 if name not in names:
                     continue

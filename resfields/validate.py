@@ -4,15 +4,17 @@ nothing here imports an array library."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from resfields.errors import FrameError, ShapeError
+from resfields.errors import CheckpointError, FrameError, ShapeError
 from resfields.spec import ResFieldSpec
 
 __all__ = [
     "broadcast_time_shape",
     "check_frame_range",
     "check_input_features",
+    "check_parameters_match",
     "check_time_arguments",
     "check_times",
     "row_split",
@@ -78,3 +80,14 @@ def check_times(is_floating: bool, has_nan: bool) -> None:
         raise FrameError("times must be a floating-point array in [-1, 1] (use frame_ids=... for integer frames)")
     if has_nan:
         raise FrameError("times contain NaN")
+
+
+def check_parameters_match(own: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]]) -> None:
+    """Strict loading into a model: ``given`` (name -> shape) must have exactly the model's names
+    ``own`` with the same shapes; CheckpointError names the first kind of mismatch found."""
+    missing, unexpected = sorted(set(own) - set(given)), sorted(set(given) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"parameter names do not match the model: missing {missing}, unexpected {unexpected}")
+    for name, shape in own.items():
+        if tuple(given[name]) != tuple(shape):
+            raise CheckpointError(f"parameter {name!r} has shape {tuple(given[name])}, model expects {tuple(shape)}")

@@ -13,7 +13,7 @@ import numpy as np
 from tinygrad import Tensor, dtypes
 from tinygrad.nn.state import get_state_dict
 
-from resfields.errors import CheckpointError
+from resfields.validate import check_parameters_match
 
 __all__ = ["load_parameters", "parameters_to_numpy"]
 
@@ -26,17 +26,8 @@ def load_parameters(model: Any, arrays: Mapping[str, np.ndarray]) -> Any:
     still updates them.
     """
     own = get_state_dict(model)
-    missing, unexpected = sorted(set(own) - set(arrays)), sorted(set(arrays) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"parameter names do not match the model: missing {missing}, unexpected {unexpected}")
-    values = {}
-    for name, param in own.items():
-        value = np.asarray(arrays[name])
-        if tuple(value.shape) != tuple(param.shape):
-            raise CheckpointError(
-                f"parameter {name!r} has shape {tuple(value.shape)}, model expects {tuple(param.shape)}"
-            )
-        values[name] = value
+    values = {name: np.asarray(value) for name, value in arrays.items()}
+    check_parameters_match({k: tuple(p.shape) for k, p in own.items()}, {k: v.shape for k, v in values.items()})
     for name, param in own.items():
         param.replace(Tensor(np.ascontiguousarray(values[name], dtype=np.float32), device=param.device))
     # replace() drops any pending gradient relation; realise once so later graphs start from buffers

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from resfields.errors import CheckpointError
+from resfields.validate import check_parameters_match
 
 __all__ = ["load_parameters", "parameters_to_numpy"]
 
@@ -16,17 +16,11 @@ __all__ = ["load_parameters", "parameters_to_numpy"]
 def load_parameters(module: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
     """Copy canonical arrays into ``module`` strictly: every name must match, with its shape."""
     own = dict(module.named_parameters())
-    missing, unexpected = sorted(set(own) - set(arrays)), sorted(set(arrays) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"parameter names do not match the model: missing {missing}, unexpected {unexpected}")
+    values = {name: np.asarray(value) for name, value in arrays.items()}
+    check_parameters_match({k: tuple(p.shape) for k, p in own.items()}, {k: v.shape for k, v in values.items()})
     with torch.no_grad():
         for name, param in own.items():
-            value = torch.as_tensor(np.asarray(arrays[name]))
-            if tuple(value.shape) != tuple(param.shape):
-                raise CheckpointError(
-                    f"parameter {name!r} has shape {tuple(value.shape)}, model expects {tuple(param.shape)}"
-                )
-            param.copy_(value.to(param.dtype))
+            param.copy_(torch.as_tensor(values[name]).to(param.dtype))
     return module
 
 
