@@ -12,7 +12,7 @@ import numpy as np
 from tinygrad import Tensor
 
 from resfields.spec import FieldSpec, Init, LinearSpec, MLPSpec, SirenSpec, init_rules, layer_specs
-from resfields.validate import check_input_features, check_time_arguments
+from resfields.validate import check_input_features
 
 from .frames import Key, plan_times
 from .layer import ResFieldLinear, as_input
@@ -119,11 +119,7 @@ class Field:
         x = as_input(x)
         check_input_features(tuple(x.shape), spec.in_features)
         lead = tuple(x.shape[:-1])
-        plan = None
-        if spec.resfield is None:
-            check_time_arguments(None, frame_ids, times)
-        else:
-            plan = plan_times(spec.resfield, lead, frame_ids, times, validate)
+        plan = plan_times(spec.resfield, lead, frame_ids, times, validate)
         h = x.reshape(math.prod(lead), spec.in_features)
         encoded = h
         if isinstance(spec, MLPSpec):

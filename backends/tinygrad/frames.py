@@ -85,19 +85,23 @@ def _validate_values(rf: ResFieldSpec, which: str, key: Tensor | np.ndarray, val
 
 
 def plan_times(
-    rf: ResFieldSpec,
+    rf: ResFieldSpec | None,
     lead: tuple[int, ...],
     frame_ids: Key | None,
     times: Key | None,
     validate: bool = True,
-) -> TimePlan:
+) -> TimePlan | None:
     """Validate the key against ``x.shape[:-1] == lead`` and build its :class:`TimePlan`.
+
+    A static layer or field (``rf is None``) has no plan: None, after checking no time was given.
 
     ``frame_ids``/``times`` may be a tinygrad Tensor, a NumPy array or a Python scalar. Non-Tensor
     keys are copied to the device; inside ``TinyJit`` pass Tensors (a copied constant would be
     frozen into the captured graph) and ``validate=False``.
     """
     which = check_time_arguments(rf, frame_ids, times)
+    if which is None:
+        return None
     raw = frame_ids if which == "frame_ids" else times
     key = raw if isinstance(raw, Tensor) else np.asarray(raw)
     broadcast_time_shape(tuple(key.shape), lead, which)

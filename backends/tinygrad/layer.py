@@ -29,7 +29,7 @@ import numpy as np
 from tinygrad import Tensor, dtypes
 
 from resfields.spec import Init, LinearSpec, ResFieldSpec, init_rules, parameter_shapes
-from resfields.validate import check_input_features, check_time_arguments
+from resfields.validate import check_input_features
 
 from .frames import Key, TimePlan, plan_times
 
@@ -188,10 +188,6 @@ class ResFieldLinear:
         x = as_input(x)
         check_input_features(tuple(x.shape), self.in_features)
         lead = tuple(x.shape[:-1])
-        plan = None
-        if self.spec.resfield is None:
-            check_time_arguments(None, frame_ids, times)
-        else:
-            plan = plan_times(self.spec.resfield, lead, frame_ids, times, validate)
+        plan = plan_times(self.spec.resfield, lead, frame_ids, times, validate)
         y = self.forward_planned(x.reshape(math.prod(lead), self.in_features), plan)
         return y.reshape(*lead, self.out_features)

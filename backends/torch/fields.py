@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from resfields.spec import FieldSpec, LinearSpec, MLPSpec, SirenSpec, init_rules, layer_specs
-from resfields.validate import check_input_features, check_time_arguments
+from resfields.validate import check_input_features
 
 from .frames import plan_frames
 from .layer import ResFieldLinear, init_parameter_
@@ -69,13 +69,8 @@ class Field(nn.Module):
         spec = self.spec
         check_input_features(tuple(x.shape), spec.in_features)
         lead = tuple(x.shape[:-1])
-        plan = None
-        if spec.resfield is None:
-            check_time_arguments(None, frame_ids, times)
-            h = x.reshape(-1, spec.in_features)
-        else:
-            plan = plan_frames(spec.resfield, lead, frame_ids, times, x.device)
-            h = plan.sort(x)
+        plan = plan_frames(spec.resfield, lead, frame_ids, times, x.device)
+        h = x.reshape(-1, spec.in_features) if plan is None else plan.sort(x)
         encoded = h
         if isinstance(spec, MLPSpec):
             encoded = h = positional_encoding(h, spec.n_frequencies, spec.include_input)

@@ -61,14 +61,19 @@ class FramePlan:
 
 
 def plan_frames(
-    rf: ResFieldSpec,
+    rf: ResFieldSpec | None,
     lead: tuple[int, ...],
     frame_ids: torch.Tensor | int | None,
     times: torch.Tensor | float | None,
     device: torch.device,
-) -> FramePlan:
-    """Validate ``frame_ids``/``times`` against ``x.shape[:-1] == lead`` and build the plan."""
+) -> FramePlan | None:
+    """Validate ``frame_ids``/``times`` against ``x.shape[:-1] == lead`` and build the plan.
+
+    A static layer or field (``rf is None``) has no plan: None, after checking no time was given.
+    """
     which = check_time_arguments(rf, frame_ids, times)
+    if which is None:
+        return None
     key = torch.as_tensor(frame_ids if which == "frame_ids" else times, device=device)
     broadcast_time_shape(tuple(key.shape), lead, which)
     split = row_split(tuple(key.shape), lead)
@@ -83,7 +88,7 @@ def plan_frames(
             low, high = (int(v) for v in torch.aminmax(row_key))
         check_frame_range(integer, low, high, rf.capacity)
         lower = row_key.long()
-        upper, weight = None, None
+        weight = None
     else:
         floating = row_key.is_floating_point()
         check_times(floating, floating and bool(torch.isnan(row_key).any()))
@@ -94,18 +99,16 @@ def plan_frames(
         lower = position.floor()
         weight = position - lower
         lower = lower.long()
-        upper = (lower + 1).clamp(max=rf.capacity - 1)
 
     order = None
     if rows > 1 and bool((lower[1:] < lower[:-1]).any()):
         order = torch.argsort(lower, stable=True)
         lower = lower[order]
-        upper = upper[order] if upper is not None else None
         weight = weight[order] if weight is not None else None
     frames, group_rows = torch.unique_consecutive(lower, return_counts=True)
     next_frames = None
     blend = None
-    if upper is not None:
+    if weight is not None:
         next_frames = (frames + 1).clamp(max=rf.capacity - 1)
         if bool((weight > 0).any()):
             blend = weight.repeat_interleave(per_row).unsqueeze(1)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from resfields.spec import Init, LinearSpec, ResFieldSpec, init_rules, parameter_shapes
-from resfields.validate import check_input_features, check_time_arguments
+from resfields.validate import check_input_features
 
 from .frames import FramePlan, plan_frames
 
@@ -190,11 +190,12 @@ class ResFieldLinear(nn.Module):
         if self.spec.resfield is None:
             return nn.functional.linear(x, self.weight, self.bias)
         dtype = _compute_dtype(x)
-        lower = self.weight + self.frame_residuals(plan.frames)  # (F, O, I)
+        lower_residuals = self.frame_residuals(plan.frames)  # (F, O, I)
+        lower = self.weight + lower_residuals
         x, bias = x.to(dtype), None if self.bias is None else self.bias.to(dtype)
         if plan.blend is None:
             return _grouped(x, lower.to(dtype), bias, plan.counts)
-        upper_minus_lower = self.frame_residuals(plan.next_frames) - self.frame_residuals(plan.frames)
+        upper_minus_lower = self.frame_residuals(plan.next_frames) - lower_residuals
         stacked = torch.cat([lower, upper_minus_lower], dim=1).to(dtype)  # (F, 2O, I): one GEMM per group
         return _grouped(x, stacked, bias, plan.counts, plan.blend.to(dtype))
 
@@ -206,11 +207,10 @@ class ResFieldLinear(nn.Module):
     ) -> torch.Tensor:
         """``(..., I) -> (..., O)``; see the class docstring for ``frame_ids``/``times``."""
         check_input_features(tuple(x.shape), self.in_features)
-        if self.spec.resfield is None:
-            check_time_arguments(None, frame_ids, times)
-            return nn.functional.linear(x, self.weight, self.bias)
         lead = tuple(x.shape[:-1])
         plan = plan_frames(self.spec.resfield, lead, frame_ids, times, x.device)
+        if plan is None:
+            return nn.functional.linear(x, self.weight, self.bias)
         return plan.unsort(self.forward_planned(plan.sort(x), plan), lead)
 
 
