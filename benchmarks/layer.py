@@ -73,7 +73,7 @@ def _setup(case: LayerCase, impl: str, device: str):
     else:
         layer = ResFieldLinear(WIDTH, WIDTH, rank=RANK, capacity=CAPACITY, mode=case.mode, device=device)
         with torch.no_grad():
-            layer.matrices.normal_(0.0, 0.01, generator=None)
+            layer.matrices.normal_(0.0, 0.01)
     x = torch.randn(*case.shape, WIDTH, generator=g).to(device).requires_grad_(True)
     key = case.key(g)
     if impl == "resfield-unsorted":

@@ -33,10 +33,6 @@ class Case:
     seed: int = 0
 
 
-def _resfield_of(spec: FieldSpec) -> ResFieldSpec:
-    return spec.resfield
-
-
 def make_inputs(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray | None], np.ndarray]:
     """``x`` ``(B, S, I)``, the time keyword (``frame_ids`` or ``times``) and a cotangent
     ``(B, S, O)``, all drawn from ``case.seed``."""
@@ -44,7 +40,7 @@ def make_inputs(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray | None], n
     spec, b, s = case.spec, case.batch, case.per_row
     x = rng.uniform(-1.0, 1.0, size=(b, s, spec.in_features))
     cot = rng.normal(size=(b, s, spec.out_features))
-    rf = _resfield_of(spec)
+    rf = spec.resfield
     c = rf.capacity
     if case.layout == "single":
         key = np.asarray(rng.integers(0, c), dtype=np.int64)  # one frame for the whole batch
