@@ -13,7 +13,9 @@ import numpy as np
 
 from resfields.spec import FieldSpec
 
-__all__ = ["BACKENDS", "Backend", "get_backend"]
+Keys = np.ndarray | None  # per-row frame ids or times
+
+__all__ = ["BACKENDS", "Backend", "Trainer", "get_backend"]
 
 BACKENDS = ("torch", "tinygrad")
 
@@ -43,6 +45,32 @@ class Backend(Protocol):
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """``y = model(x)``, and the gradients of ``sum(cotangent * y)`` w.r.t. ``x`` and every
         parameter, all as float64 NumPy arrays. ``x``: ``(..., I)``; ``y``: ``(..., O)``."""
+
+    def trainer(self, model: Any, loss: Any, lr: float) -> Trainer:
+        """An Adam :class:`Trainer` for ``model``; ``loss(pred, batch) -> scalar`` uses only methods
+        both frameworks share (``-``, ``*``, ``/``, ``.abs()``, ``.square()``, ``.mean()``, ``.sum()``)."""
+
+    def predict(
+        self, model: Any, x: np.ndarray, frame_ids: np.ndarray | None = None, times: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``model(x)`` in chunks as float32 NumPy: ``x`` ``(N, I)``, keys ``(N,)`` -> ``(N, O)``."""
+
+
+class Trainer(Protocol):
+    """One optimiser per model; what a task's fitting loop drives."""
+
+    def step(self, batch: dict[str, np.ndarray], lr_factor: float = 1.0) -> float:
+        """One Adam step at ``lr * lr_factor`` on a batch (keys ``x``, ``frame_ids``/``times``, and
+        whatever the loss reads); returns the loss before the step."""
+
+    def predict(self, x: np.ndarray, frame_ids: Keys = None, times: Keys = None) -> np.ndarray:
+        """Batched inference with the model being trained."""
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Adam's state under backend-neutral names, for resuming on either backend."""
+
+    def load_optimizer_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`optimizer_state`'s output."""
 
 
 def get_backend(name: str) -> Backend:

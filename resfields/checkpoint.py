@@ -69,6 +69,9 @@ _FLOAT_TAGS = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
 
 PathLike = str | os.PathLike[str]
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -192,6 +195,7 @@ def _write_atomically(folder: Path, files: dict[str, bytes]) -> None:
         for name, payload in files.items():
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
             temps[name] = tmp
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; checkpoints are shared like any file
             with os.fdopen(fd, "wb") as handle:
                 handle.write(payload)
                 handle.flush()

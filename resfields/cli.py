@@ -1,4 +1,4 @@
-"""The ``resfields`` command line: ``resfields conformance``, ``resfields bench``."""
+"""The ``resfields`` command line: ``conformance``, ``bench``, ``fit TASK``, ``eval RUN``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--random", type=int, default=24, help="number of extra random layer cases")
     conf.add_argument("--verbose", action="store_true", help="print every case, not only failures")
     conf.set_defaults(func=_conformance)
+    from resfields.tasks.common.cli import add_eval_parser, add_fit_parser
+
+    add_fit_parser(sub)
+    add_eval_parser(sub)
     # `bench` owns its arguments (see `resfields bench --help`); main() forwards them untouched
     sub.add_parser("bench", help="layer and training-step benchmarks", add_help=False)
     return parser

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "DataError",
     "FrameError",
     "ResFieldsError",
     "ShapeError",
@@ -34,3 +35,7 @@ class FrameError(ResFieldsError, ValueError):
 
 class CheckpointError(ResFieldsError, ValueError):
     """A checkpoint folder is missing, truncated, corrupt or does not match its config."""
+
+
+class DataError(ResFieldsError, ValueError):
+    """A data file or folder is missing, unreadable, corrupt or inconsistent (e.g. frames of different sizes)."""

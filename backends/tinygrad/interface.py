@@ -12,6 +12,7 @@ from resfields.spec import FieldSpec
 
 from .fields import build_field
 from .state import load_parameters, parameters_to_numpy
+from .training import TinygradTrainer, predict
 
 # tinygrad names devices in capitals; the library uses torch-style lower case
 _DEVICES = {"cpu": "CPU", "cuda": "CUDA"}
@@ -40,6 +41,12 @@ class TinygradBackend:
 
     def to_numpy(self, model: Any) -> dict[str, np.ndarray]:
         return parameters_to_numpy(model)
+
+    def trainer(self, model: Any, loss: Any, lr: float) -> TinygradTrainer:
+        return TinygradTrainer(model, loss, lr)
+
+    def predict(self, model, x, frame_ids=None, times=None) -> np.ndarray:
+        return predict(model, x, frame_ids, times)
 
     def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32"):
         if dtype != "float32":

@@ -11,6 +11,7 @@ from resfields.spec import FieldSpec
 
 from .fields import build_field
 from .state import load_parameters, parameters_to_numpy
+from .training import TorchTrainer, predict
 
 
 class TorchBackend:
@@ -25,6 +26,12 @@ class TorchBackend:
 
     def to_numpy(self, model: Any) -> dict[str, np.ndarray]:
         return parameters_to_numpy(model)
+
+    def trainer(self, model: Any, loss: Any, lr: float) -> TorchTrainer:
+        return TorchTrainer(model, loss, lr)
+
+    def predict(self, model, x, frame_ids=None, times=None) -> np.ndarray:
+        return predict(model, x, frame_ids, times)
 
     def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32"):
         device = next(model.parameters()).device

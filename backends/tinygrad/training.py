@@ -1,0 +1,176 @@
+"""Training and batched inference for tinygrad fields, compiled with TinyJit.
+
+An eager tinygrad step spends ~300 ms scheduling on CPU, so both the optimiser step and inference
+run as TinyJit functions over fixed shapes: training batches must keep one shape (the task samplers
+guarantee it) and inference pads its last chunk. Keys are validated on the host before they enter a
+jitted function, because the field's own checks (``validate=True``) would read the device back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from tinygrad import Context, Tensor, TinyJit, dtypes
+from tinygrad.nn.optim import Adam
+from tinygrad.nn.state import get_state_dict
+
+from resfields.errors import CheckpointError, FrameError, ShapeError
+
+Keys = np.ndarray | None  # per-row frame ids or times
+
+__all__ = ["TinygradTrainer", "predict"]
+
+LossFn = Callable[[Tensor, Mapping[str, Tensor]], Tensor]
+
+
+def _device_of(model: Any) -> str:
+    return next(iter(get_state_dict(model).values())).device
+
+
+def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, Tensor]:
+    out = {}
+    for key, value in batch.items():
+        array = np.asarray(value)
+        dtype = np.int32 if np.issubdtype(array.dtype, np.integer) else np.float32
+        out[key] = Tensor(np.ascontiguousarray(array, dtype=dtype), device=device).realize()
+    return out
+
+
+def _check_keys(model: Any, frame_ids: np.ndarray | None, times: np.ndarray | None) -> None:
+    # the checks validate=True would do inside the field, done on the host copy instead
+    rf = getattr(model.spec, "resfield", None) if hasattr(model, "spec") else None
+    if rf is None:
+        return
+    if frame_ids is not None:
+        ids = np.asarray(frame_ids)
+        if ids.size and (ids.min() < 0 or ids.max() >= rf.capacity):
+            raise FrameError(f"frame ids must lie in [0, {rf.capacity}), got [{ids.min()}, {ids.max()}]")
+    if times is not None and not np.isfinite(np.asarray(times)).all():
+        raise FrameError("times contain NaN or infinity")
+
+
+def _forward(model: Any, batch: Mapping[str, Tensor]) -> Tensor:
+    return model(batch["x"], frame_ids=batch.get("frame_ids"), times=batch.get("times"), validate=False)
+
+
+class _Predictor:
+    """A jitted forward over chunks of a fixed number of rows (the last chunk is padded)."""
+
+    def __init__(self, model: Any, chunk: int) -> None:
+        self.model, self.chunk = model, chunk
+        self.device = _device_of(model)
+        self._jits: dict[tuple[str, ...], TinyJit] = {}
+
+    def _jit(self, keys: tuple[str, ...]) -> TinyJit:
+        if keys not in self._jits:
+            self._jits[keys] = TinyJit(lambda **batch: _forward(self.model, batch).realize())
+        return self._jits[keys]
+
+    def __call__(self, x: np.ndarray, frame_ids: np.ndarray | None, times: np.ndarray | None) -> np.ndarray:
+        _check_keys(self.model, frame_ids, times)
+        columns = {"x": np.asarray(x, dtype=np.float32)}
+        if frame_ids is not None:
+            columns["frame_ids"] = np.asarray(frame_ids)
+        if times is not None:
+            columns["times"] = np.asarray(times, dtype=np.float32)
+        n = len(columns["x"])
+        if n == 0:
+            raise ShapeError("predict needs at least one row")
+        for key, column in columns.items():
+            if len(column) != n:
+                raise ShapeError(f"{key} has {len(column)} rows but x has {n}")
+        forward = self._jit(tuple(sorted(columns)))
+        outputs = []
+        for start in range(0, n, self.chunk):
+            rows = {k: v[start : start + self.chunk] for k, v in columns.items()}
+            filled = len(rows["x"])
+            if filled < self.chunk:  # pad with copies of the first row: fixed shapes for the jit
+                rows = {k: np.concatenate([v, np.repeat(v[:1], self.chunk - filled, axis=0)]) for k, v in rows.items()}
+            outputs.append(forward(**_to_tensors(rows, self.device)).numpy()[:filled])
+        return np.concatenate(outputs)
+
+
+def predict(
+    model: Any,
+    x: np.ndarray,
+    frame_ids: np.ndarray | None = None,
+    times: np.ndarray | None = None,
+    chunk: int = 65536,
+) -> np.ndarray:
+    """``model(x)`` in chunks of ``chunk`` rows, as float32 NumPy (one-off; a trainer reuses its jit).
+
+    ``x``: ``(N, I)``; ``frame_ids``/``times``: ``(N,)`` or None. Returns ``(N, O)``.
+    """
+    return _Predictor(model, min(chunk, max(len(x), 1)))(x, frame_ids, times)
+
+
+class TinygradTrainer:
+    """Adam on every parameter of ``model``, one TinyJit-compiled :meth:`step` per NumPy batch.
+
+    ``loss(pred, batch)`` receives the field's output ``(N, O)`` and the whole batch as tensors
+    (integer arrays as int32, the rest as float32); every batch must have the same keys and shapes.
+    ``lr_factor`` in :meth:`step` scales ``lr`` for that step (a schedule), passed into the jit as
+    a tensor so that changing it does not recompile.
+    """
+
+    def __init__(self, model: Any, loss: LossFn, lr: float, predict_chunk: int = 65536) -> None:
+        self.model, self.loss, self.lr = model, loss, lr
+        self.device = _device_of(model)
+        self.params = get_state_dict(model)
+        for p in self.params.values():
+            p.requires_grad = True
+        self.optimizer = Adam(list(self.params.values()), lr=lr)
+        self._step = TinyJit(self._train_step)
+        self._predictor = _Predictor(model, predict_chunk)
+        self._steps_done = 0
+
+    def _train_step(self, lr: Tensor, **batch: Tensor) -> Tensor:
+        self.optimizer.lr.assign(lr)
+        self.optimizer.zero_grad()
+        loss = self.loss(_forward(self.model, batch), batch)
+        loss.backward()
+        return loss.realize(*self.optimizer.schedule_step())
+
+    def step(self, batch: Mapping[str, np.ndarray], lr_factor: float = 1.0) -> float:
+        """One optimiser step on ``batch``; returns the loss before the step."""
+        _check_keys(self.model, batch.get("frame_ids"), batch.get("times"))
+        lr = Tensor([self.lr * lr_factor], dtype=dtypes.float32, device=self.device).realize()
+        with Context(TRAINING=1):
+            loss = self._step(lr, **_to_tensors(batch, self.device))
+        self._steps_done += 1
+        return float(loss.item())
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Adam's moments under canonical names (``adam.m.<param>``, ``adam.v.<param>``, ``adam.step``)."""
+        arrays: dict[str, np.ndarray] = {}
+        for (name, _), m, v in zip(self.params.items(), self.optimizer.m, self.optimizer.v, strict=True):
+            arrays[f"adam.m.{name}"] = m.numpy()
+            arrays[f"adam.v.{name}"] = v.numpy()
+        # counted here: b1_t = b1**step underflows float32 after ~900 steps, so it cannot be read back
+        arrays["adam.step"] = np.array(self._steps_done, dtype=np.int64)
+        return arrays
+
+    def load_optimizer_state(self, arrays: Mapping[str, Any]) -> None:
+        """Restore what :meth:`optimizer_state` wrote (from either backend)."""
+        step = int(np.asarray(arrays["adam.step"]))
+        if step == 0:
+            return
+        opt = self.optimizer
+        for (name, param), m, v in zip(self.params.items(), opt.m, opt.v, strict=True):
+            try:
+                new_m, new_v = np.asarray(arrays[f"adam.m.{name}"]), np.asarray(arrays[f"adam.v.{name}"])
+            except KeyError as err:
+                raise CheckpointError(f"optimizer state has no moments for parameter {name!r}") from err
+            if new_m.shape != tuple(param.shape) or new_v.shape != tuple(param.shape):
+                raise CheckpointError(f"optimizer state for {name!r} has shape {new_m.shape}, expected {param.shape}")
+            m.assign(Tensor(new_m.astype(np.float32), device=m.device)).realize()
+            v.assign(Tensor(new_v.astype(np.float32), device=v.device)).realize()
+        opt.b1_t.assign(Tensor([opt.b1**step], dtype=dtypes.float32, device=opt.b1_t.device)).realize()
+        opt.b2_t.assign(Tensor([opt.b2**step], dtype=dtypes.float32, device=opt.b2_t.device)).realize()
+        self._steps_done = step
+
+    def predict(self, x: np.ndarray, frame_ids: Keys = None, times: Keys = None) -> np.ndarray:
+        """Chunked jitted inference; see :func:`predict`."""
+        return self._predictor(x, frame_ids, times)

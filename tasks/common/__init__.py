@@ -1,0 +1,1 @@
+"""Pieces every task shares: metrics, media, cameras, mesh sequences, the training loop."""

@@ -1,0 +1,144 @@
+"""``resfields fit TASK`` and ``resfields eval RUN``: argument parsing over the config dataclasses.
+
+Options come from the dataclasses themselves (a field ``n_frames`` of the task's data options is
+``--n-frames``), so a new data option needs no CLI code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import replace
+from typing import Any, Literal
+
+from resfields.errors import SpecError
+from resfields.tasks import TASKS, get_task
+from resfields.tasks.common.config import ModelConfig, RunConfig, TrainConfig, coerce
+
+__all__ = ["add_eval_parser", "add_fit_parser"]
+
+_MODEL_PREFIX, _TRAIN_PREFIX, _DATA_PREFIX = "model__", "train__", "data__"
+
+
+def _parse_value(hint: Any, text: str) -> Any:
+    """Command-line text -> a value of type ``hint`` (lists are comma-separated; 'none' is None/empty)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() == "none":
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        parts = [] if text.lower() in ("", "none") else text.split(",")
+        return tuple(_parse_value(args[0], p.strip()) for p in parts)
+    if origin is Literal or hint is str:
+        return text
+    if hint is bool:
+        return text.lower() in ("1", "true", "yes")
+    try:
+        return hint(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected {hint.__name__}, got {text!r}") from err
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str, title: str) -> None:
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=prefix + f.name,
+            type=lambda text, hint=hint: _parse_value(hint, text),
+            choices=choices,
+            default=argparse.SUPPRESS,
+            metavar=f.name.upper() if choices is None else None,
+        )
+
+
+def _overrides(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in vars(args).items() if k.startswith(prefix)}
+
+
+def _run_from_args(args: argparse.Namespace) -> RunConfig:
+    task = get_task(args.task)
+    model, train = task.defaults()
+    data_options = _overrides(args, _DATA_PREFIX)
+    if args.data is not None:
+        data_options["source"] = args.data
+    try:
+        data = task.Data(**data_options)
+        model = replace(model, **_overrides(args, _MODEL_PREFIX))
+        train = replace(train, **_overrides(args, _TRAIN_PREFIX))
+    except TypeError as err:
+        raise SpecError(str(err)) from err
+    # check every value's type once, exactly as a stored run config is checked
+    for config in (data, model, train):
+        hints = typing.get_type_hints(type(config))
+        for f in dataclasses.fields(config):
+            coerce(hints[f.name], getattr(config, f.name), f"--{f.name.replace('_', '-')}")
+    return RunConfig(task=args.task, data=data, model=model, train=train)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from resfields.tasks.common.fit import fit, load_run
+
+    out = args.out or f"runs/{args.task}"
+    run = _run_from_args(args)
+    if args.resume:
+        stored, _ = load_run(out)
+        # resuming continues the stored run; only the step budget may change
+        run = replace(stored, train=replace(stored.train, steps=run.train.steps))
+    options = {"backend": args.backend, "device": args.device, "progress": not args.quiet, "media": args.media}
+    summary = fit(run, out, resume=args.resume, **options)
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from resfields.tasks.common.fit import evaluate_run
+
+    summary = evaluate_run(args.run, backend=args.backend, device=args.device, out_dir=args.out, media=args.media)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def add_fit_parser(sub: Any) -> None:
+    """Register ``fit TASK`` on an argparse sub-parser collection."""
+    fit = sub.add_parser("fit", help="fit a task (video, sdf, flow) on its data")
+    tasks = fit.add_subparsers(dest="task", required=True)
+    for name in TASKS:
+        task = get_task(name)
+        model, train = task.defaults()
+        parser = tasks.add_parser(
+            name,
+            help=f"fit the {name} task",
+            description=(task.__doc__ or "").strip().splitlines()[0],
+        )
+        parser.set_defaults(task=name, func=_fit)
+        parser.add_argument("--data", default=None, help="data file or folder (default: the embedded data)")
+        parser.add_argument("--backend", choices=("torch", "tinygrad"), default="torch")
+        parser.add_argument("--device", default=None, help="cpu (default) or cuda")
+        parser.add_argument("--out", default=None, help=f"run folder (default: runs/{name})")
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out up to --steps")
+        parser.add_argument("--no-media", dest="media", action="store_false", help="skip videos, images and meshes")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_dataclass_options(parser, task.Data, _DATA_PREFIX, f"{name} data options")
+        _add_dataclass_options(parser, ModelConfig, _MODEL_PREFIX, f"model (defaults: {model})")
+        _add_dataclass_options(parser, TrainConfig, _TRAIN_PREFIX, f"training (defaults: {train})")
+
+
+def add_eval_parser(sub: Any) -> None:
+    """Register ``eval`` on an argparse sub-parser collection."""
+    parser = sub.add_parser("eval", help="re-evaluate a run folder's checkpoint on a backend")
+    parser.add_argument("run", help="a run folder written by `resfields fit`")
+    parser.add_argument("--backend", choices=("torch", "tinygrad", "numpy"), default="torch")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default=None, help="write metrics.json (and media with --media) here")
+    parser.add_argument("--media", action="store_true")
+    parser.set_defaults(func=_eval)

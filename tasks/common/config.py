@@ -1,0 +1,173 @@
+"""Run configuration shared by every task: the model, the training recipe, and their JSON form.
+
+A run is ``RunConfig(task, data, model, train)``; ``data`` is the task's own dataclass. The whole
+run is stored in the checkpoint's metadata, so ``resfields eval`` and ``--resume`` rebuild exactly
+the data and model a checkpoint was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from resfields.errors import SpecError
+from resfields.spec import ResFieldSpec, SirenSpec, frame_to_time
+
+__all__ = [
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "field_keys",
+    "siren_spec",
+]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A Siren field, optionally with ResField layers.
+
+    ``resfield_layers`` are linear-layer indices (the paper uses 1, 2, 3 of 5); empty means the
+    vanilla Siren. ``capacity`` None means one coefficient vector per frame of the data.
+    """
+
+    width: int = 128
+    n_layers: int = 5
+    omega0: float = 30.0
+    hidden_omega0: float = 30.0
+    resfield_layers: tuple[int, ...] = (1, 2, 3)
+    rank: int = 10
+    capacity: int | None = None
+    mode: Literal["lookup", "interpolation"] = "lookup"
+    compression: Literal["vm", "none", "cp", "tucker"] = "vm"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Adam with cosine decay from ``lr`` to ``lr * lr_final``; ``steps`` batches of ``batch_size``."""
+
+    steps: int = 2000
+    batch_size: int = 8192
+    lr: float = 5e-4
+    lr_final: float = 0.1
+    seed: int = 0
+    eval_every: int = 0  # evaluate (and record a metric curve) every N steps; 0 = only at the end
+
+    def lr_factor(self, step: int) -> float:
+        """The cosine schedule's multiplier of ``lr`` at ``step`` (0-based)."""
+        progress = min(step / max(self.steps - 1, 1), 1.0)
+        return self.lr_final + (1.0 - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run: the task's name, its data options, the model and the recipe."""
+
+    task: str
+    data: Any
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def siren_spec(model: ModelConfig, in_features: int, out_features: int, n_frames: int) -> SirenSpec:
+    """The Siren ``in_features -> out_features`` that ``model`` describes for data of ``n_frames`` frames."""
+    resfield = None
+    if model.resfield_layers:
+        capacity = n_frames if model.capacity is None else model.capacity
+        resfield = ResFieldSpec(capacity=capacity, rank=model.rank, mode=model.mode, compression=model.compression)
+    return SirenSpec(
+        in_features,
+        out_features,
+        hidden_features=model.width,
+        n_layers=model.n_layers,
+        omega0=model.omega0,
+        hidden_omega0=model.hidden_omega0,
+        resfield_layers=tuple(model.resfield_layers),
+        resfield=resfield,
+    )
+
+
+# ----------------------------------------------------------------------------- JSON round trip
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass; tuples become lists."""
+    return json_ready(dataclasses.asdict(config))
+
+
+def json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def config_from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data`` strictly: unknown keys and wrong types raise SpecError."""
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {name: coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as err:  # a required field is missing
+        raise SpecError(f"{where}: {err}") from err
+
+
+def coerce(hint: Any, value: Any, where: str) -> Any:
+    """``value`` checked against (and converted to) the type ``hint``; SpecError when it does not fit."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(inner[0], value, where)
+    if origin is Literal:
+        if value not in args:
+            raise SpecError(f"{where}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise SpecError(f"{where}: expected a list, got {value!r}")
+        return tuple(coerce(args[0], v, where) for v in value)
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else config_from_dict(hint, value, where)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise SpecError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SpecError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def field_keys(model: ModelConfig, frame_ids: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
+    """How rows of frames ``frame_ids`` ``(N,)`` address the field: ``{"frame_ids": ...}`` in lookup
+    mode, ``{"times": ...}`` (the library's normalised time of each frame) in interpolation mode."""
+    if model.mode == "interpolation":
+        times = frame_to_time(np.asarray(frame_ids, dtype=np.float64), n_frames)  # type: ignore[arg-type]
+        return {"times": np.broadcast_to(np.asarray(times, dtype=np.float32), np.shape(frame_ids)).copy()}
+    return {"frame_ids": np.asarray(frame_ids, dtype=np.int64)}

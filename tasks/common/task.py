@@ -1,0 +1,52 @@
+"""What a task is: the contract between a task and the shared fitting loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from resfields.spec import FieldSpec
+
+from .config import ModelConfig, TrainConfig
+
+__all__ = ["Predict", "Task"]
+
+# predict(x (N, I), frame_ids (N,) | None, times (N,) | None) -> (N, O) float32
+Predict = Callable[..., np.ndarray]
+
+
+class Task(Protocol):
+    """A task: data, the field fitted to it, how to train it, how to judge it.
+
+    Tasks hold NumPy data only. ``loss`` is called with framework tensors and must use only what
+    torch and tinygrad share (arithmetic operators, ``.abs()``, ``.square()``, ``.sqrt()``,
+    ``.mean()``, ``.sum()``), so one definition trains on every backend.
+    """
+
+    name: ClassVar[str]
+    Data: ClassVar[type]  # the task's data-options dataclass
+
+    def __init__(self, data: Any, model: ModelConfig) -> None: ...
+
+    @classmethod
+    def defaults(cls) -> tuple[ModelConfig, TrainConfig]:
+        """The task's default model and training recipe (what the CLI starts from)."""
+
+    def field_spec(self) -> FieldSpec:
+        """The field this task fits, for ``model``."""
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+        """A training batch of exactly ``batch_size`` rows, sorted by frame: ``x`` ``(N, I)``,
+        ``frame_ids`` ``(N,)`` and/or ``times`` ``(N,)``, plus what :meth:`loss` reads."""
+
+    def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
+        """A scalar tensor from the field's output ``(N, O)`` and the batch (as tensors)."""
+
+    def evaluate(self, predict: Predict) -> dict[str, float]:
+        """The task's metrics for a trained field."""
+
+    def write_media(self, predict: Predict, out_dir: Path) -> list[Path]:
+        """Images, videos and meshes people would rather look at; returns the files written."""

@@ -1,0 +1,1 @@
+"""Temporal SDF: (t, x, y, z) -> signed distance, positive outside."""

@@ -1,0 +1,1 @@
+"""2D video approximation: (t, y, x) -> RGB."""
