@@ -78,7 +78,8 @@ class VideoTask:
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
         batch = self.data.sample(rng, batch_size)
-        return {"x": batch["x"], "target": batch["target"], **field_keys(self.model, batch["frame_ids"], self.data.n_frames)}
+        keys = field_keys(self.model, batch["frame_ids"], self.data.n_frames)
+        return {"x": batch["x"], "target": batch["target"], **keys}
 
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
         return (pred - batch["target"]).square().mean()
