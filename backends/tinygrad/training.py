@@ -149,12 +149,12 @@ class TinygradTrainer:
             arrays[f"adam.m.{name}"] = m.numpy()
             arrays[f"adam.v.{name}"] = v.numpy()
         # counted here: b1_t = b1**step underflows float32 after ~900 steps, so it cannot be read back
-        arrays["adam.step"] = np.array(self._steps_done, dtype=np.int64)
+        arrays["adam.step"] = np.array([self._steps_done], dtype=np.int64)
         return arrays
 
     def load_optimizer_state(self, arrays: Mapping[str, Any]) -> None:
         """Restore what :meth:`optimizer_state` wrote (from either backend)."""
-        step = int(np.asarray(arrays["adam.step"]))
+        step = int(np.asarray(arrays["adam.step"]).reshape(-1)[0])
         if step == 0:
             return
         opt = self.optimizer

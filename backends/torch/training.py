@@ -104,12 +104,12 @@ class TorchTrainer:
             arrays[f"adam.m.{name}"] = state["exp_avg"].detach().cpu().numpy()
             arrays[f"adam.v.{name}"] = state["exp_avg_sq"].detach().cpu().numpy()
             step = int(state["step"])
-        arrays["adam.step"] = np.array(step, dtype=np.int64)
+        arrays["adam.step"] = np.array([step], dtype=np.int64)
         return arrays
 
     def load_optimizer_state(self, arrays: Mapping[str, Any]) -> None:
         """Restore what :meth:`optimizer_state` wrote (from either backend)."""
-        step = int(np.asarray(arrays["adam.step"]))
+        step = int(np.asarray(arrays["adam.step"]).reshape(-1)[0])
         if step == 0:
             return
         for name, param in self.model.named_parameters():

@@ -30,6 +30,13 @@ __all__ = [
 ]
 
 
+def _check(config: Any, names: tuple[str, ...], ok: Any, what: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not ok(value):
+            raise SpecError(f"{type(config).__name__}.{name} must be {what}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A Siren field, optionally with ResField layers.
@@ -48,6 +55,12 @@ class ModelConfig:
     mode: Literal["lookup", "interpolation"] = "lookup"
     compression: Literal["vm", "none", "cp", "tucker"] = "vm"
 
+    def __post_init__(self) -> None:
+        _check(self, ("width", "n_layers", "rank"), lambda v: isinstance(v, int) and v >= 1, "a positive integer")
+        _check(self, ("omega0", "hidden_omega0"), lambda v: v > 0, "positive")
+        _check(self, ("capacity",), lambda v: v is None or (isinstance(v, int) and v >= 1), "None or >= 1")
+        object.__setattr__(self, "resfield_layers", tuple(self.resfield_layers))
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -59,6 +72,12 @@ class TrainConfig:
     lr_final: float = 0.1
     seed: int = 0
     eval_every: int = 0  # evaluate (and record a metric curve) every N steps; 0 = only at the end
+
+    def __post_init__(self) -> None:
+        _check(self, ("steps", "batch_size"), lambda v: isinstance(v, int) and v >= 1, "a positive integer")
+        _check(self, ("lr",), lambda v: 0 < v < 1, "in (0, 1)")
+        _check(self, ("lr_final",), lambda v: 0 <= v <= 1, "in [0, 1]")
+        _check(self, ("seed", "eval_every"), lambda v: isinstance(v, int) and v >= 0, "a non-negative integer")
 
     def lr_factor(self, step: int) -> float:
         """The cosine schedule's multiplier of ``lr`` at ``step`` (0-based)."""

@@ -107,6 +107,7 @@ def fit(
     backend: str = "torch",
     device: str | None = None,
     resume: bool = False,
+    stop_at: int | None = None,
     progress: bool = True,
     media: bool = True,
 ) -> dict[str, Any]:
@@ -114,6 +115,8 @@ def fit(
 
     With ``resume=True`` the model, Adam's state and the loss history come from ``out_dir`` and
     training continues up to ``run.train.steps`` (the stored task, data and model must match ``run``).
+    ``stop_at`` ends this session early at that step (the schedule still follows ``run.train.steps``),
+    so that a later ``resume`` continues exactly as if it had never stopped.
     Returns the content of ``metrics.json``.
     """
     out = Path(out_dir)
@@ -141,7 +144,8 @@ def fit(
         trainer.load_optimizer_state(optimizer_arrays)
 
     train = run.train
-    bar = tqdm(range(start, train.steps), desc=f"fit {run.task} [{backend}]", disable=not progress, initial=start)
+    end = train.steps if stop_at is None else min(stop_at, train.steps)
+    bar = tqdm(range(start, end), desc=f"fit {run.task} [{backend}]", disable=not progress, initial=start)
     t0 = time.perf_counter()
     for step in bar:
         batch = task.sample(np.random.default_rng([train.seed, step]), train.batch_size)
@@ -152,12 +156,12 @@ def fit(
         history["loss"].append(loss)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss:.4g}")
-        if train.eval_every and (step + 1) % train.eval_every == 0 and step + 1 < train.steps:
+        if train.eval_every and (step + 1) % train.eval_every == 0 and step + 1 < end:
             for key, value in task.evaluate(trainer.predict).items():
                 evals.setdefault(key, []).append(value)
             evals.setdefault("step", []).append(step + 1)
     train_time = time.perf_counter() - t0 + wall_before
-    steps_run = train.steps - start
+    steps_run = end - start
 
     t_eval = time.perf_counter()
     metrics = task.evaluate(trainer.predict)
@@ -167,7 +171,7 @@ def fit(
         "task": run.task,
         "backend": backend,
         "device": device or "cpu",
-        "steps": train.steps,
+        "steps": end,
         "parameters": _count_parameters(final_arrays),
         "train_time_s": round(train_time, 2),
         "step_time_ms": round(1000 * (time.perf_counter() - t0 - eval_time) / max(steps_run, 1), 2),
@@ -175,10 +179,10 @@ def fit(
         "final_loss": history["loss"][-1] if history["loss"] else None,
         "metrics": metrics,
     }
-    metadata = {"task": run.task, "run": config_to_dict(run), "step": train.steps, "backend": backend}
+    metadata = {"task": run.task, "run": config_to_dict(run), "step": end, "backend": backend}
     save_checkpoint(out, spec, final_arrays, metadata={**metadata, "metrics": _finite(metrics)})
     save_file({k: np.ascontiguousarray(v) for k, v in trainer.optimizer_state().items()}, str(out / STATE_ARRAYS))
-    state = {"step": train.steps, "wall_time_s": train_time, "history": history, "evals": evals}
+    state = {"step": end, "wall_time_s": train_time, "history": history, "evals": evals}
     _write_json(out / STATE_JSON, state)
     _write_json(out / METRICS, summary)
     _plot(out / CURVE, history, evals, run.task)
