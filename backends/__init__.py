@@ -24,6 +24,7 @@ class Backend(Protocol):
     """What every backend offers to tasks and to the conformance suite."""
 
     name: str
+    dtypes: tuple[str, ...]  # compute dtypes the backend supports ("float32", and "bfloat16" via autocast)
 
     def devices(self) -> list[str]:
         """Devices this machine can run the backend on, e.g. ``["cpu", "cuda"]``."""

@@ -15,13 +15,18 @@ from .compare import TOLERANCES, Result, run_case
 __all__ = ["format_table", "run_suite", "suite_cases", "tolerance_note"]
 
 
-def suite_cases(device: str, n_random: int = 24, seed: int = 0) -> list[Case]:
-    """The grid in fp32 (plus bf16 on CUDA) and ``n_random`` random layer cases."""
+def suite_cases(device: str, n_random: int = 24, seed: int = 0, dtypes: tuple[str, ...] = ("float32",)) -> list[Case]:
+    """The grid in fp32, ``n_random`` random layer cases, and on CUDA the grid in bf16 (Siren fields
+    excepted) when ``dtypes`` (the backend's) includes it."""
     cases = list(grid("float32"))
     rng = np.random.default_rng(seed)
     cases += [random_case(rng, i) for i in range(n_random)]
-    if device.startswith("cuda"):
-        cases += [replace(c, dtype="bfloat16", name=c.name + "/bf16") for c in grid("float32")]
+    if device.startswith("cuda") and "bfloat16" in dtypes:
+        # no bf16 Siren: sin(30 z) turns bf16's 8-bit mantissa into O(1) output errors. Measured on
+        # CPU and CUDA alike, the vanilla Siren is as far off (0.82) as its ResField twin (0.80), so
+        # such a case would test bf16, not the backend
+        bf16 = [replace(c, dtype="bfloat16", name=c.name + "/bf16") for c in grid("float32")]
+        cases += [c for c in bf16 if c.spec.type != "siren"]
     return cases
 
 
@@ -37,7 +42,8 @@ def run_suite(
         backend = get_backend(name)
         if device not in backend.devices():
             raise ValueError(f"backend {name!r} cannot run on device {device!r} here (has {backend.devices()})")
-        results += [run_case(backend, case, device) for case in progress(suite_cases(device, n_random))]
+        cases = suite_cases(device, n_random, dtypes=backend.dtypes)
+        results += [run_case(backend, case, device) for case in progress(cases)]
     return results
 
 

@@ -4,8 +4,6 @@ framework is a failure here (it is a dev dependency)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +11,7 @@ from hypothesis import strategies as st
 
 from resfields.backends import BACKENDS, get_backend
 from resfields.cli import main as cli_main
-from resfields.conformance import grid, random_case, run_case
+from resfields.conformance import grid, random_case, run_case, suite_cases
 
 GRID = list(grid())
 
@@ -90,7 +88,7 @@ def test_cuda_conformance(backend):
     if "cuda" not in impl.devices():
         pytest.fail(f"{backend} has no CUDA device although torch sees a GPU")
     failures = []
-    for case in GRID + [dataclasses.replace(c, dtype="bfloat16") for c in GRID if backend == "torch"]:
+    for case in suite_cases("cuda", n_random=4, dtypes=impl.dtypes):
         result = run_case(impl, case, device="cuda")
         if not result.passed:
             failures.append(result)

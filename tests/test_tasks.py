@@ -115,6 +115,7 @@ def test_field_keys_follow_the_time_convention():
     assert set(field_keys(ModelConfig(), ids, 5)) == {"frame_ids"}
     times = field_keys(ModelConfig(mode="interpolation"), ids, 5)["times"]
     np.testing.assert_allclose(times, [frame_to_time(i, 5) for i in ids])
+    assert field_keys(ModelConfig(resfield_layers=()), ids, 5) == {}
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -232,6 +233,9 @@ def test_cli_fit_then_eval(video_file, tmp_path, capsys):
     assert run.data.n_frames == 3 and ckpt.spec.resfield.capacity == 3
     assert main(["eval", str(out), "--backend", "numpy", "--out", str(tmp_path / "eval")]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["backend"] == "numpy"
+    assert main(["eval", str(out), "--set", "holdout_fraction=0.5", "--out", str(tmp_path / "half")]) == 0
+    with pytest.raises(SpecError, match="KEY=VALUE"):
+        main(["eval", str(out), "--set", "resolution=3"])
     assert main(["fit", "video", "--data", video_file, "--steps", "7", "--out", str(out), "--resume", "--quiet"]) == 0
     assert load_run(out)[1].metadata["step"] == 7
 

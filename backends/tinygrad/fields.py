@@ -116,10 +116,10 @@ class Field:
     ) -> Tensor:
         """``(..., in_features) -> (..., out_features)``."""
         spec = self.spec
-        x = as_input(x)
+        x = as_input(x, self.layers[0].weight.device)
         check_input_features(tuple(x.shape), spec.in_features)
         lead = tuple(x.shape[:-1])
-        plan = plan_times(spec.resfield, lead, frame_ids, times, validate)
+        plan = plan_times(spec.resfield, lead, frame_ids, times, validate, x.device)
         h = x.reshape(math.prod(lead), spec.in_features)
         encoded = h
         if isinstance(spec, MLPSpec):

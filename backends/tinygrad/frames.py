@@ -90,14 +90,15 @@ def plan_times(
     frame_ids: Key | None,
     times: Key | None,
     validate: bool = True,
+    device: str | None = None,
 ) -> TimePlan | None:
     """Validate the key against ``x.shape[:-1] == lead`` and build its :class:`TimePlan`.
 
     A static layer or field (``rf is None``) has no plan: None, after checking no time was given.
 
     ``frame_ids``/``times`` may be a tinygrad Tensor, a NumPy array or a Python scalar. Non-Tensor
-    keys are copied to the device; inside ``TinyJit`` pass Tensors (a copied constant would be
-    frozen into the captured graph) and ``validate=False``.
+    keys are copied to ``device`` (the input's; tinygrad's default if None); inside ``TinyJit`` pass
+    Tensors (a copied constant would be frozen into the captured graph) and ``validate=False``.
     """
     which = check_time_arguments(rf, frame_ids, times)
     if which is None:
@@ -108,7 +109,7 @@ def plan_times(
     _validate_values(rf, which, key, validate)
     if not isinstance(key, Tensor):
         # 32-bit on device: frame ids are small, and times are compared with float32 activations anyway
-        key = Tensor(key.astype(np.int32 if which == "frame_ids" else np.float32))
+        key = Tensor(key.astype(np.int32 if which == "frame_ids" else np.float32), device=device)
     split = row_split(tuple(key.shape), lead)
     row_shape, rows, per_row = lead[:split], math.prod(lead[:split]), math.prod(lead[split:])
     padded = (1,) * (len(lead) - key.ndim) + tuple(key.shape)

@@ -20,6 +20,7 @@ _DEVICES = {"cpu": "CPU", "cuda": "CUDA"}
 
 class TinygradBackend:
     name = "tinygrad"
+    dtypes = ("float32",)
 
     def devices(self) -> list[str]:
         found = ["cpu"]

@@ -49,13 +49,13 @@ def init_tensor(shape: tuple[int, ...], rule: Init) -> Tensor:
         mask = np.ones(shape, dtype=np.float32)
         for start, stop in rule.zero_columns:
             mask[:, start:stop] = 0.0
-        value = value * Tensor(mask)
+        value = value * Tensor(mask, device=value.device)
     return value.contiguous()
 
 
-def as_input(x: Tensor | np.ndarray) -> Tensor:
-    """Accept a Tensor as is; turn anything else (NumPy, lists) into a float32 Tensor."""
-    return x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float32))
+def as_input(x: Tensor | np.ndarray, device: str | None = None) -> Tensor:
+    """Accept a Tensor as is; turn anything else (NumPy, lists) into a float32 Tensor on ``device``."""
+    return x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float32), device=device)
 
 
 class ResFieldLinear:
@@ -185,9 +185,9 @@ class ResFieldLinear:
         validate: bool = True,
     ) -> Tensor:
         """``(..., I) -> (..., O)``; see the class docstring for ``frame_ids``/``times``."""
-        x = as_input(x)
+        x = as_input(x, self.weight.device)
         check_input_features(tuple(x.shape), self.in_features)
         lead = tuple(x.shape[:-1])
-        plan = plan_times(self.spec.resfield, lead, frame_ids, times, validate)
+        plan = plan_times(self.spec.resfield, lead, frame_ids, times, validate, x.device)
         y = self.forward_planned(x.reshape(math.prod(lead), self.in_features), plan)
         return y.reshape(*lead, self.out_features)

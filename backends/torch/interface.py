@@ -16,6 +16,7 @@ from .training import TorchTrainer, predict
 
 class TorchBackend:
     name = "torch"
+    dtypes = ("float32", "bfloat16")
 
     def devices(self) -> list[str]:
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -101,9 +101,18 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from resfields.tasks.common.fit import evaluate_run
+    from resfields.tasks.common.fit import evaluate_run, load_run
 
-    summary = evaluate_run(args.run, backend=args.backend, device=args.device, out_dir=args.out, media=args.media)
+    run, _ = load_run(args.run)
+    hints = typing.get_type_hints(type(run.data))
+    overrides = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or key not in hints:
+            raise SpecError(f"--set expects KEY=VALUE with KEY one of {sorted(hints)}, got {item!r}")
+        overrides[key] = _parse_value(hints[key], text)
+    options = {"backend": args.backend, "device": args.device, "out_dir": args.out, "media": args.media}
+    summary = evaluate_run(args.run, data_overrides=overrides, **options)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -141,4 +150,7 @@ def add_eval_parser(sub: Any) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="write metrics.json (and media with --media) here")
     parser.add_argument("--media", action="store_true")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="change a data option, e.g. resolution=32"
+    )
     parser.set_defaults(func=_eval)

@@ -185,7 +185,10 @@ def coerce(hint: Any, value: Any, where: str) -> Any:
 
 def field_keys(model: ModelConfig, frame_ids: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
     """How rows of frames ``frame_ids`` ``(N,)`` address the field: ``{"frame_ids": ...}`` in lookup
-    mode, ``{"times": ...}`` (the library's normalised time of each frame) in interpolation mode."""
+    mode, ``{"times": ...}`` (the library's normalised time of each frame) in interpolation mode,
+    nothing for a vanilla field (it has no time-dependent layers, and refuses keys)."""
+    if not model.resfield_layers:
+        return {}
     if model.mode == "interpolation":
         times = frame_to_time(np.asarray(frame_ids, dtype=np.float64), n_frames)  # type: ignore[arg-type]
         return {"times": np.broadcast_to(np.asarray(times, dtype=np.float32), np.shape(frame_ids)).copy()}

@@ -122,6 +122,7 @@ def fit(
     out = Path(out_dir)
     task_cls = get_task(run.task)
     task = task_cls(run.data, run.model)
+    task.prepare()
     spec = task.field_spec()
     impl = get_backend(backend)
     history: dict[str, list[float]] = {"step": [], "loss": []}

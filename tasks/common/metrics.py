@@ -153,9 +153,23 @@ def chamfer_l1(points_a: Any, points_b: Any) -> float:
     evaluations, in the units of the points.
     """
     a, b = _points("points_a", points_a), _points("points_b", points_b)
-    a_to_b, _ = cKDTree(b).query(a)
-    b_to_a, _ = cKDTree(a).query(b)
+    (a_to_b, _), (b_to_a, _) = _nearest_both_ways(a, b)
+    return _chamfer(a_to_b, b_to_a)
+
+
+def _nearest_both_ways(a: np.ndarray, b: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(distance, index) of the nearest b for every a, and of the nearest a for every b."""
+    return cKDTree(b).query(a, workers=-1), cKDTree(a).query(b, workers=-1)
+
+
+def _chamfer(a_to_b: np.ndarray, b_to_a: np.ndarray) -> float:
     return float(0.5 * (a_to_b.mean() + b_to_a.mean()))
+
+
+def _consistency(na: np.ndarray, nb: np.ndarray, nearest_b: np.ndarray, nearest_a: np.ndarray) -> float:
+    a_to_b = np.abs(np.sum(na * nb[nearest_b], axis=1)).mean()
+    b_to_a = np.abs(np.sum(nb * na[nearest_a], axis=1)).mean()
+    return float(0.5 * (a_to_b + b_to_a))
 
 
 def normal_consistency(points_a: Any, normals_a: Any, points_b: Any, normals_b: Any) -> float:
@@ -172,11 +186,8 @@ def normal_consistency(points_a: Any, normals_a: Any, points_b: Any, normals_b: 
     if nb.shape != pb.shape:
         raise ShapeError(f"normals_b has shape {nb.shape} but points_b has shape {pb.shape}")
     na, nb = _unit("normals_a", na), _unit("normals_b", nb)
-    _, nearest_b = cKDTree(pb).query(pa)
-    _, nearest_a = cKDTree(pa).query(pb)
-    a_to_b = np.abs(np.sum(na * nb[nearest_b], axis=1)).mean()
-    b_to_a = np.abs(np.sum(nb * na[nearest_a], axis=1)).mean()
-    return float(0.5 * (a_to_b + b_to_a))
+    (_, nearest_b), (_, nearest_a) = _nearest_both_ways(pa, pb)
+    return _consistency(na, nb, nearest_b, nearest_a)
 
 
 def _mesh(vertices: Any, faces: Any, prefix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -255,9 +266,13 @@ def mesh_metrics(
     if not np.any(_face_cross(pv, pf)):
         return {"chamfer_l1": math.inf, "normal_consistency": 0.0}
     pred_points, pred_normals = sample_mesh_surface(pv, pf, n_samples, rng)
+    # one nearest-neighbour query each way serves both metrics
+    (pred_to_gt, nearest_gt), (gt_to_pred, nearest_pred) = _nearest_both_ways(pred_points, gt_points)
     return {
-        "chamfer_l1": chamfer_l1(pred_points, gt_points),
-        "normal_consistency": normal_consistency(pred_points, pred_normals, gt_points, gt_normals),
+        "chamfer_l1": _chamfer(pred_to_gt, gt_to_pred),
+        "normal_consistency": _consistency(
+            _unit("pred normals", pred_normals), _unit("gt normals", gt_normals), nearest_gt, nearest_pred
+        ),
     }
 
 

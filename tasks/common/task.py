@@ -35,6 +35,9 @@ class Task(Protocol):
     def defaults(cls) -> tuple[ModelConfig, TrainConfig]:
         """The task's default model and training recipe (what the CLI starts from)."""
 
+    def prepare(self) -> None:
+        """Load the data and build sample pools now (fit calls it before timing the steps)."""
+
     def field_spec(self) -> FieldSpec:
         """The field this task fits, for ``model``."""
 

@@ -135,6 +135,9 @@ class FlowTask:
             sets["test_frames"] = _flow_set(self.sequence, held, o.test_points_per_frame, rng)
         return sets
 
+    def prepare(self) -> None:
+        _ = self.sets
+
     def field_spec(self) -> FieldSpec:
         return siren_spec(self.model, 4, 6, n_frames=self.sequence.n_frames)
 

@@ -90,6 +90,9 @@ class SDFTask:
             sdf.append(s)
         return np.stack(points), np.stack(sdf)
 
+    def prepare(self) -> None:
+        _ = self.pools
+
     def field_spec(self) -> FieldSpec:
         return siren_spec(self.model, 4, 1, n_frames=self.sequence.n_frames)
 

@@ -73,6 +73,9 @@ class VideoTask:
             seed=o.split_seed,
         )
 
+    def prepare(self) -> None:
+        _ = self.data
+
     def field_spec(self) -> FieldSpec:
         return siren_spec(self.model, 3, 3, n_frames=self.data.n_frames)
 
