@@ -181,11 +181,12 @@ def markdown(rows: list[dict], training: list[dict]) -> str:
     if training:
         lines += [
             "",
-            "| Siren training step | torch ms | tinygrad (TinyJit) ms | tinygrad / torch |",
-            "|---|---|---|---|",
+            "| Siren training step | device | torch ms | tinygrad (TinyJit) ms | tinygrad / torch |",
+            "|---|---|---|---|---|",
         ]
         for r in training:
-            lines.append(f"| {r['case']} | {r['torch_ms']:.1f} | {r['tinygrad_ms']:.1f} | {r['ratio']:.2f}× |")
+            cells = f"{r['torch_ms']:.1f} | {r['tinygrad_ms']:.1f} | {r['ratio']:.2f}×"
+            lines.append(f"| {r['case']} | {r['device']} | {cells} |")
     return "\n".join(lines)
 
 
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_training:
         from resfields.benchmarks.training import training_table
 
-        training = training_table(repeats)
+        training = training_table(repeats, args.device)
     print(markdown(rows, training))
     if args.json:
         with open(args.json, "w") as f:

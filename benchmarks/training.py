@@ -1,5 +1,6 @@
 """A Siren training step (forward, backward, Adam) in tinygrad with TinyJit vs torch, same spec,
-same batch. The video task's layout: F frames x P pixels, one frame id per row."""
+same batch, same device, through the backends' trainers. The video task's layout: F frames x P
+pixels, rows sorted by frame."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import sys
 import time
 
 import numpy as np
-import torch
 
+from resfields.backends import get_backend
+from resfields.init import sample_parameters
 from resfields.spec import ResFieldSpec, SirenSpec
 
 FRAMES, PIXELS, HIDDEN = 32, 256, 128
@@ -25,55 +27,30 @@ def _specs() -> dict[str, SirenSpec]:
     }
 
 
-def _batch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _batch() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, size=(FRAMES, PIXELS, 3)).astype(np.float32)
-    target = rng.uniform(0, 1, size=(FRAMES, PIXELS, 3)).astype(np.float32)
-    return x, target, np.arange(FRAMES, dtype=np.int32).reshape(FRAMES, 1)
+    # the frame-major layout the task samplers emit: (frames, pixels, features), one key per row
+    return {
+        "x": rng.uniform(-1, 1, size=(FRAMES, PIXELS, 3)).astype(np.float32),
+        "target": rng.uniform(0, 1, size=(FRAMES, PIXELS, 3)).astype(np.float32),
+        "frame_ids": np.arange(FRAMES).reshape(FRAMES, 1),
+    }
 
 
-def torch_step(spec: SirenSpec):
-    from resfields.backends.torch import Field
-
-    model = Field(spec)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x, target, ids = (torch.from_numpy(a) for a in _batch())
-    kw = {"frame_ids": ids.long()} if spec.resfield else {}
-
-    def step() -> float:
-        loss = ((model(x, **kw) - target) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    return step
+def _mse(pred, batch):
+    return (pred - batch["target"]).square().mean()
 
 
-def tinygrad_step(spec: SirenSpec):
-    from tinygrad import Context, Tensor, TinyJit
-    from tinygrad.nn.optim import Adam
-    from tinygrad.nn.state import get_parameters
-
-    from resfields.backends.tinygrad import build_field
-
-    model = build_field(spec)
-    opt = Adam(get_parameters(model), lr=1e-4)
-    x, target, ids = (Tensor(a).realize() for a in _batch())
-
-    @TinyJit
-    def jitted(x: Tensor, ids: Tensor, target: Tensor) -> Tensor:
-        opt.zero_grad()
-        kw = {"frame_ids": ids, "validate": False} if spec.resfield else {}
-        loss = ((model(x, **kw) - target) ** 2).mean()
-        loss.backward()
-        return loss.realize(*opt.schedule_step())
-
-    def step() -> float:
-        with Context(TRAINING=1):
-            return jitted(x, ids, target).item()
-
-    return step
+def trainer_step(backend: str, spec: SirenSpec, device: str):
+    """One task training step (host batch -> device, forward, backward, Adam) through the backend's
+    trainer, exactly what ``resfields fit`` runs."""
+    impl = get_backend(backend)
+    model = impl.build(spec, sample_parameters(spec), device)
+    trainer = impl.trainer(model, _mse, lr=1e-4)
+    batch = _batch()
+    if spec.resfield is None:
+        del batch["frame_ids"]
+    return lambda: trainer.step(batch)
 
 
 def _median_seconds(step, repeats: int, warmup: int = 3) -> float:
@@ -87,14 +64,17 @@ def _median_seconds(step, repeats: int, warmup: int = 3) -> float:
     return statistics.median(samples)
 
 
-def training_table(repeats: int) -> list[dict]:
+def training_table(repeats: int, device: str = "cpu") -> list[dict]:
     rows = []
     for name, spec in _specs().items():
-        t_torch = _median_seconds(torch_step(spec), repeats)
-        t_tiny = _median_seconds(tinygrad_step(spec), repeats)
-        rows.append({"case": name, "torch_ms": t_torch * 1e3, "tinygrad_ms": t_tiny * 1e3, "ratio": t_tiny / t_torch})
+        t_torch = _median_seconds(trainer_step("torch", spec, device), repeats)
+        t_tiny = _median_seconds(trainer_step("tinygrad", spec, device), repeats)
+        ratio = t_tiny / t_torch
+        rows.append(
+            {"case": name, "device": device, "torch_ms": t_torch * 1e3, "tinygrad_ms": t_tiny * 1e3, "ratio": ratio}
+        )
         print(
-            f"  {name}: torch {t_torch * 1e3:.1f} ms, tinygrad {t_tiny * 1e3:.1f} ms ({t_tiny / t_torch:.2f}x)",
+            f"  {name} [{device}]: torch {t_torch * 1e3:.1f} ms, tinygrad {t_tiny * 1e3:.1f} ms ({ratio:.2f}x)",
             file=sys.stderr,
         )
     return rows

@@ -42,8 +42,10 @@ class Task(Protocol):
         """The field this task fits, for ``model``."""
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-        """A training batch of exactly ``batch_size`` rows, sorted by frame: ``x`` ``(N, I)``,
-        ``frame_ids`` ``(N,)`` and/or ``times`` ``(N,)``, plus what :meth:`loss` reads."""
+        """A training batch of the same shape on every call (compiled steps need fixed shapes):
+        ``x`` ``(F, P, I)`` with ``P`` samples of each of ``F`` frames, ``frame_ids`` or ``times``
+        ``(F, 1)`` (none for a vanilla field), plus what :meth:`loss` reads (see
+        :mod:`resfields.tasks.common.batches`)."""
 
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
         """A scalar tensor from the field's output ``(N, O)`` and the batch (as tensors)."""

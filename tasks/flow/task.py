@@ -18,6 +18,7 @@ import numpy as np
 
 from resfields.errors import DataError
 from resfields.spec import FieldSpec, frame_to_time
+from resfields.tasks.common.batches import frame_major, samples_per_frame
 from resfields.tasks.common.cameras import Camera, intrinsics_from_fov, look_at
 from resfields.tasks.common.config import ModelConfig, TrainConfig, field_keys, siren_spec
 from resfields.tasks.common.media import scatter_flow_image, side_by_side, write_video
@@ -147,10 +148,12 @@ class FlowTask:
         return {"x": x.astype(np.float32), **field_keys(self.model, frame_ids, self.sequence.n_frames)}
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-        pool = self.sets["train"]
-        rows = np.sort(rng.integers(0, len(pool.points), batch_size))  # pool is frame-sorted, so rows are too
+        pool, n_train = self.sets["train"], len(self.frames[0])
+        # the pool holds points_per_frame consecutive rows per training frame
+        per_frame, pool_rows = samples_per_frame(batch_size, n_train), self.options.points_per_frame
+        rows = (np.arange(n_train)[:, None] * pool_rows + rng.integers(0, pool_rows, (n_train, per_frame))).ravel()
         batch = self._inputs(pool.frame_ids[rows], pool.points[rows])
-        return {**batch, "target": pool.target[rows], "valid": pool.valid[rows]}
+        return frame_major({**batch, "target": pool.target[rows], "valid": pool.valid[rows]}, n_train)
 
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
         # squared error over the defined displacements (the first frame has no backward flow, the last no forward)

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from resfields.spec import FieldSpec, frame_to_time
+from resfields.tasks.common.batches import frame_major, samples_per_frame
 from resfields.tasks.common.cameras import Camera, intrinsics_from_fov, look_at
 from resfields.tasks.common.config import ModelConfig, TrainConfig, field_keys, siren_spec
 from resfields.tasks.common.media import render_mesh, side_by_side, write_video
@@ -104,10 +105,10 @@ class SDFTask:
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
         points, sdf = self.pools
         n_frames, pool = sdf.shape
-        # an equal share per frame, sorted by frame (one GEMM per frame in the ResField layers)
-        frame_ids = np.repeat(np.arange(n_frames), np.diff(np.linspace(0, batch_size, n_frames + 1).astype(int)))
-        rows = rng.integers(0, pool, batch_size)
-        return {**self._inputs(frame_ids, points[frame_ids, rows]), "target": sdf[frame_ids, rows][:, None]}
+        frame_ids = np.repeat(np.arange(n_frames), samples_per_frame(batch_size, n_frames))
+        rows = rng.integers(0, pool, len(frame_ids))
+        batch = {**self._inputs(frame_ids, points[frame_ids, rows]), "target": sdf[frame_ids, rows][:, None]}
+        return frame_major(batch, n_frames)
 
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
         target = batch["target"]

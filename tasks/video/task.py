@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from resfields.spec import FieldSpec
+from resfields.tasks.common.batches import frame_major, samples_per_frame
 from resfields.tasks.common.config import ModelConfig, TrainConfig, field_keys, siren_spec
 from resfields.tasks.common.media import side_by_side, write_image, write_video
 from resfields.tasks.common.metrics import mean_ssim, psnr
@@ -80,9 +81,10 @@ class VideoTask:
         return siren_spec(self.model, 3, 3, n_frames=self.data.n_frames)
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-        batch = self.data.sample(rng, batch_size)
+        n_train = len(self.data.split.train_frames)
+        batch = self.data.sample(rng, samples_per_frame(batch_size, n_train) * n_train)  # equal shares
         keys = field_keys(self.model, batch["frame_ids"], self.data.n_frames)
-        return {"x": batch["x"], "target": batch["target"], **keys}
+        return frame_major({"x": batch["x"], "target": batch["target"], **keys}, n_train)
 
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
         return (pred - batch["target"]).square().mean()
