@@ -247,3 +247,24 @@ def test_cli_rejects_bad_options(video_file, tmp_path):
         main(["fit", "video", "--mode", "nearest"])
     with pytest.raises(SpecError):
         main(["fit", "video", "--data", video_file, "--steps", "-3", "--out", str(tmp_path), "--quiet"])
+
+
+def test_frame_major_layout():
+    from resfields.tasks.common.batches import frame_major, samples_per_frame
+
+    assert samples_per_frame(10, 3) == 3 and samples_per_frame(2, 5) == 1
+    batch = {"x": np.arange(12.0).reshape(6, 2), "frame_ids": np.array([0, 0, 0, 4, 4, 4])}
+    out = frame_major(batch, 2)
+    assert out["x"].shape == (2, 3, 2) and out["frame_ids"].tolist() == [[0], [4]]
+    with pytest.raises(ValueError, match="not constant"):
+        frame_major({"frame_ids": np.array([0, 1, 1, 1])}, 2)
+
+
+def test_equal_parameter_width_matches_the_resfield_count():
+    from resfields.benchmarks.tasks import _n_params, equal_parameter_width
+
+    model = ModelConfig(width=64, rank=4)
+    width = equal_parameter_width(model, 3, 3, 10)
+    vanilla = replace(model, resfield_layers=())
+    assert _n_params(replace(vanilla, width=width), 3, 3, 10) >= _n_params(model, 3, 3, 10)
+    assert _n_params(replace(vanilla, width=width - 8), 3, 3, 10) < _n_params(model, 3, 3, 10)

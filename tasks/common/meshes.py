@@ -95,16 +95,17 @@ def _is_real(value: object) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
-def _vertices(v: object, where: str) -> np.ndarray:
-    """(V, 3) float64 copy of ``v``; ShapeError for a wrong shape, DataError for non-numeric or non-finite values."""
+def _vertices(v: object, where: str, what: str = "vertices") -> np.ndarray:
+    """(V, 3) float64 C-contiguous copy of ``v``; ShapeError for a wrong shape, DataError for
+    non-numeric or non-finite values. ``what`` names the array in messages."""
     arr = np.asarray(v)
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ShapeError(f"{where}: vertices must have shape (V, 3), got {arr.shape}")
+        raise ShapeError(f"{where}: {what} must have shape (N, 3), got {arr.shape}")
     if arr.dtype.kind not in "fiu":
-        raise DataError(f"{where}: vertices must be real numbers, got dtype {arr.dtype}")
+        raise DataError(f"{where}: {what} must be real numbers, got dtype {arr.dtype}")
     arr = np.array(arr, dtype=np.float64)
     if not np.isfinite(arr).all():
-        raise DataError(f"{where}: vertices contain NaN or infinite values")
+        raise DataError(f"{where}: {what} contain NaN or infinite values")
     return arr
 
 
@@ -126,15 +127,7 @@ def _faces(f: object, n_vertices: int, where: str) -> np.ndarray:
 
 def _points(p: object, where: str) -> np.ndarray:
     """(n, 3) float64 C-contiguous copy of query points; errors as for vertices."""
-    arr = np.asarray(p)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ShapeError(f"{where}: points must have shape (n, 3), got {arr.shape}")
-    if arr.dtype.kind not in "fiu":
-        raise DataError(f"{where}: points must be real numbers, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise DataError(f"{where}: points contain NaN or infinite values")
-    return arr
+    return _vertices(p, where, "points")
 
 
 def _mesh(v: object, f: object, where: str, *, need_faces: bool = True) -> tuple[np.ndarray, np.ndarray]:
