@@ -1,6 +1,6 @@
 """The conformance case grid: every compression x mode, several ranks and capacities, frame
-layouts (one frame, repeated frames, all-distinct frames), times on and between knots and outside
-[-1, 1], single layers and whole fields."""
+layouts (one frame, repeated frames, all-distinct frames, one frame per row in equal blocks), times
+on and between knots and outside [-1, 1], single layers and whole fields."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["LAYOUTS", "Case", "grid", "make_inputs", "random_case"]
 
 # lookup layouts and interpolation layouts; each case picks those of its mode
 LAYOUTS = {
-    "lookup": ("single", "repeated", "distinct"),
+    "lookup": ("single", "repeated", "distinct", "blocks"),
     "interpolation": ("knots", "between", "outside"),
 }
 
@@ -46,6 +46,8 @@ def make_inputs(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray | None], n
         key = np.asarray(rng.integers(0, c), dtype=np.int64)  # one frame for the whole batch
     elif case.layout == "repeated":
         key = rng.integers(0, min(c, 3), size=(b, 1)).astype(np.int64)  # few frames, unsorted rows
+    elif case.layout == "blocks":
+        key = rng.permutation(np.arange(b) % c).reshape(b, 1).astype(np.int64)  # one frame per row, equal rows
     elif case.layout == "distinct":
         key = rng.permutation(np.arange(b * s) % c).reshape(b, s).astype(np.int64)  # per-sample frames
     elif case.layout == "knots":
