@@ -21,7 +21,7 @@ from tinygrad import Tensor, dtypes
 from resfields.spec import ResFieldSpec
 from resfields.validate import broadcast_time_shape, check_frame_range, check_time_arguments, check_times, row_split
 
-__all__ = ["TimePlan", "plan_times", "time_matrix"]
+__all__ = ["TimePlan", "device_tensor", "plan_times", "time_matrix"]
 
 Key = Tensor | np.ndarray | int | float | Any
 
@@ -84,6 +84,12 @@ def _validate_values(rf: ResFieldSpec, which: str, key: Tensor | np.ndarray, val
         check_times(floating, has_nan)
 
 
+def device_tensor(array: np.ndarray, device: str | None = None) -> Tensor:
+    """A NumPy array (any shape, 0-d included) as a Tensor on ``device``, same dtype and shape."""
+    array = np.ascontiguousarray(array)
+    return Tensor(array.reshape(-1), device=device).reshape(array.shape)
+
+
 def plan_times(
     rf: ResFieldSpec | None,
     lead: tuple[int, ...],
@@ -109,7 +115,7 @@ def plan_times(
     _validate_values(rf, which, key, validate)
     if not isinstance(key, Tensor):
         # 32-bit on device: frame ids are small, and times are compared with float32 activations anyway
-        key = Tensor(key.astype(np.int32 if which == "frame_ids" else np.float32), device=device)
+        key = device_tensor(key.astype(np.int32 if which == "frame_ids" else np.float32), device)
     split = row_split(tuple(key.shape), lead)
     row_shape, rows, per_row = lead[:split], math.prod(lead[:split]), math.prod(lead[split:])
     padded = (1,) * (len(lead) - key.ndim) + tuple(key.shape)

@@ -58,8 +58,9 @@ class TinygradBackend:
             p.requires_grad, p.grad = True, None
         xt = Tensor(np.asarray(x, dtype=np.float32), device=device)
         xt.requires_grad = True
-        ids = None if frame_ids is None else Tensor(np.asarray(frame_ids, dtype=np.int32), device=device)
-        ts = None if times is None else Tensor(np.asarray(times, dtype=np.float32), device=device)
+        # keys stay NumPy: the field validates them on the host, then copies them to x's device
+        ids = None if frame_ids is None else np.asarray(frame_ids, dtype=np.int32)
+        ts = None if times is None else np.asarray(times, dtype=np.float32)
         y = model(xt, frame_ids=ids, times=ts)
         (y * Tensor(np.asarray(cotangent, dtype=np.float32), device=device)).sum().backward()
         grads = {k: _np(p.grad) if p.grad is not None else np.zeros(p.shape) for k, p in params.items()}

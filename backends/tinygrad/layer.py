@@ -31,7 +31,7 @@ from tinygrad import Tensor, dtypes
 from resfields.spec import Init, LinearSpec, ResFieldSpec, init_rules, parameter_shapes
 from resfields.validate import check_input_features
 
-from .frames import Key, TimePlan, plan_times
+from .frames import Key, TimePlan, device_tensor, plan_times
 
 __all__ = ["ResFieldLinear", "as_input", "init_tensor"]
 
@@ -55,7 +55,7 @@ def init_tensor(shape: tuple[int, ...], rule: Init) -> Tensor:
 
 def as_input(x: Tensor | np.ndarray, device: str | None = None) -> Tensor:
     """Accept a Tensor as is; turn anything else (NumPy, lists) into a float32 Tensor on ``device``."""
-    return x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float32), device=device)
+    return x if isinstance(x, Tensor) else device_tensor(np.asarray(x, dtype=np.float32), device)
 
 
 class ResFieldLinear:

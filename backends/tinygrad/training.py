@@ -18,6 +18,8 @@ from tinygrad.nn.state import get_state_dict
 
 from resfields.errors import CheckpointError, FrameError, ShapeError
 
+from .frames import device_tensor
+
 Keys = np.ndarray | None  # per-row frame ids or times
 
 __all__ = ["TinygradTrainer", "predict"]
@@ -34,7 +36,7 @@ def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, Tenso
     for key, value in batch.items():
         array = np.asarray(value)
         dtype = np.int32 if np.issubdtype(array.dtype, np.integer) else np.float32
-        out[key] = Tensor(np.ascontiguousarray(array, dtype=dtype), device=device).realize()
+        out[key] = device_tensor(array.astype(dtype, copy=False), device).realize()
     return out
 
 

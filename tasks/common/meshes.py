@@ -100,7 +100,8 @@ def _vertices(v: object, where: str, what: str = "vertices") -> np.ndarray:
     non-numeric or non-finite values. ``what`` names the array in messages."""
     arr = np.asarray(v)
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ShapeError(f"{where}: {what} must have shape (N, 3), got {arr.shape}")
+        rows = "V" if what == "vertices" else "n"
+        raise ShapeError(f"{where}: {what} must have shape ({rows}, 3), got {arr.shape}")
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{where}: {what} must be real numbers, got dtype {arr.dtype}")
     arr = np.array(arr, dtype=np.float64)
