@@ -185,9 +185,9 @@ def test_sdf_fit_on_an_anime_file(anime_file, tmp_path):
     task = get_task("sdf")
     run = RunConfig(
         "sdf",
-        task.Data(source=anime_file, n_frames=None, points_per_frame=3000, resolution=24, eval_samples=3000),
+        task.Data(source=anime_file, n_frames=None, points_per_frame=3000, resolution=20, eval_samples=2000),
         ModelConfig(width=32, rank=2, omega0=10.0),
-        TrainConfig(steps=80, batch_size=1024, lr=1e-3),
+        TrainConfig(steps=60, batch_size=1024, lr=1e-3),
     )
     summaries = {}
     for backend in ("torch", "tinygrad"):
@@ -207,9 +207,9 @@ def test_flow_fit_and_tinygrad_eval(anime_file, tmp_path):
     model, _ = task.defaults()
     run = RunConfig(
         "flow",
-        task.Data(source=anime_file, n_frames=None, points_per_frame=2000, test_points_per_frame=500, holdout_every=2),
+        task.Data(source=anime_file, n_frames=None, points_per_frame=1000, test_points_per_frame=300, holdout_every=2),
         replace(model, width=32, rank=2, capacity=3, omega0=10.0),
-        TrainConfig(steps=80, batch_size=1024, lr=1e-3),
+        TrainConfig(steps=60, batch_size=1024, lr=1e-3),
     )
     summary = fit(run, tmp_path, progress=False)
     history = json.loads((tmp_path / "training_state.json").read_text())["history"]["loss"]

@@ -8,6 +8,7 @@ jitted function, because the field's own checks (``validate=True``) would read t
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -94,18 +95,25 @@ class _Predictor:
         return np.concatenate(outputs)
 
 
+# one compiled predictor per model, so evaluating several point sets compiles once
+_PREDICTORS: weakref.WeakKeyDictionary[Any, _Predictor] = weakref.WeakKeyDictionary()
+PREDICT_CHUNK = 16384
+
+
 def predict(
     model: Any,
     x: np.ndarray,
     frame_ids: np.ndarray | None = None,
     times: np.ndarray | None = None,
-    chunk: int = 65536,
 ) -> np.ndarray:
-    """``model(x)`` in chunks of ``chunk`` rows, as float32 NumPy (one-off; a trainer reuses its jit).
+    """``model(x)`` in chunks of ``PREDICT_CHUNK`` rows (the last one padded), as float32 NumPy.
 
-    ``x``: ``(N, I)``; ``frame_ids``/``times``: ``(N,)`` or None. Returns ``(N, O)``.
+    ``x``: ``(N, I)``; ``frame_ids``/``times``: ``(N,)`` or None. Returns ``(N, O)``. The compiled
+    forward is kept per model, so later calls with any N reuse it.
     """
-    return _Predictor(model, min(chunk, max(len(x), 1)))(x, frame_ids, times)
+    if model not in _PREDICTORS:
+        _PREDICTORS[model] = _Predictor(model, PREDICT_CHUNK)
+    return _PREDICTORS[model](x, frame_ids, times)
 
 
 class TinygradTrainer:
@@ -117,7 +125,7 @@ class TinygradTrainer:
     a tensor so that changing it does not recompile.
     """
 
-    def __init__(self, model: Any, loss: LossFn, lr: float, predict_chunk: int = 65536) -> None:
+    def __init__(self, model: Any, loss: LossFn, lr: float) -> None:
         self.model, self.loss, self.lr = model, loss, lr
         self.device = _device_of(model)
         self.params = get_state_dict(model)
@@ -125,7 +133,6 @@ class TinygradTrainer:
             p.requires_grad = True
         self.optimizer = Adam(list(self.params.values()), lr=lr)
         self._step = TinyJit(self._train_step)
-        self._predictor = _Predictor(model, predict_chunk)
         self._steps_done = 0
 
     def _train_step(self, lr: Tensor, **batch: Tensor) -> Tensor:
@@ -175,4 +182,4 @@ class TinygradTrainer:
 
     def predict(self, x: np.ndarray, frame_ids: Keys = None, times: Keys = None) -> np.ndarray:
         """Chunked jitted inference; see :func:`predict`."""
-        return self._predictor(x, frame_ids, times)
+        return predict(self.model, x, frame_ids, times)
