@@ -191,3 +191,13 @@ def test_camera_is_immutable_and_compares_by_value():
         camera.intrinsics[0, 0] = 5.0
     assert camera == _identity_camera()
     assert camera != camera.resized(24, 32)
+
+
+def test_overview_camera_centres_the_box_upright():
+    from resfields.tasks.common.cameras import overview_camera
+
+    cam = overview_camera(64)
+    (centre, top), depth = project(cam, np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.5]]))
+    np.testing.assert_allclose(centre, [32.0, 32.0], atol=1e-9)
+    assert top[1] < centre[1] and depth.min() > 0  # world up is image up, in front of the camera
+    assert np.linalg.norm(cam.center) == pytest.approx(3.2)

@@ -21,6 +21,7 @@ __all__ = [
     "intrinsics_from_fov",
     "look_at",
     "orbit_cameras",
+    "overview_camera",
     "project",
 ]
 
@@ -222,6 +223,17 @@ def orbit_cameras(
         offset = math.cos(el) * (math.cos(az) * e1 + math.sin(az) * e2) + math.sin(el) * up
         cameras.append(Camera(K, look_at(target + radius * offset, target, up), height, width))
     return cameras
+
+
+def overview_camera(size: int = 192, azimuth_degrees: float = 225.0, elevation_degrees: float = 25.0) -> Camera:
+    """A ``size`` x ``size`` three-quarter view of the box [-1, 1]^3 with world z up, from 3.2 units away.
+
+    For shapes normalised into the box (``meshes.normalise_sequence``); the defaults look at the
+    embedded bunny (z up, head towards -x) from the front left.
+    """
+    az, el = math.radians(azimuth_degrees), math.radians(elevation_degrees)
+    eye = 3.2 * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+    return Camera(intrinsics_from_fov(size, size, 40.0), look_at(eye, np.zeros(3), up=(0.0, 0.0, 1.0)), size, size)
 
 
 def generate_rays(camera: Camera) -> tuple[np.ndarray, np.ndarray]:

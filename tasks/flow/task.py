@@ -19,7 +19,7 @@ import numpy as np
 from resfields.errors import DataError
 from resfields.spec import FieldSpec, frame_to_time
 from resfields.tasks.common.batches import frame_major, samples_per_frame
-from resfields.tasks.common.cameras import Camera, intrinsics_from_fov, look_at
+from resfields.tasks.common.cameras import overview_camera
 from resfields.tasks.common.config import ModelConfig, TrainConfig, field_keys, siren_spec
 from resfields.tasks.common.media import scatter_flow_image, side_by_side, write_video
 from resfields.tasks.common.meshes import (
@@ -178,7 +178,7 @@ class FlowTask:
 
     def write_media(self, predict: Predict, out_dir: Path) -> list[Path]:
         """``flow.gif``: per frame, surface points coloured by ground-truth | predicted forward flow."""
-        camera = Camera(intrinsics_from_fov(192, 192, 40.0), look_at(np.array([1.6, 0.8, 2.4]), np.zeros(3)), 192, 192)
+        camera = overview_camera()
         rng = np.random.default_rng(0)
         frames = []
         for f in range(self.sequence.n_frames - 1):

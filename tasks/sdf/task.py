@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from resfields.spec import FieldSpec, frame_to_time
 from resfields.tasks.common.batches import frame_major, samples_per_frame
-from resfields.tasks.common.cameras import Camera, intrinsics_from_fov, look_at
+from resfields.tasks.common.cameras import overview_camera
 from resfields.tasks.common.config import ModelConfig, TrainConfig, field_keys, siren_spec
 from resfields.tasks.common.media import render_mesh, side_by_side, write_video
 from resfields.tasks.common.meshes import (
@@ -137,7 +137,7 @@ class SDFTask:
 
     def write_media(self, predict: Predict, out_dir: Path) -> list[Path]:
         """Every frame's mesh as ``meshes/frame_XXX.ply`` and ``time_sweep.gif`` (ground truth | fit)."""
-        camera = _view_camera()
+        camera = overview_camera()
         (out_dir / "meshes").mkdir(parents=True, exist_ok=True)
         written, frames = [], []
         for f, (v, faces) in enumerate(self.meshes(predict)):
@@ -149,11 +149,6 @@ class SDFTask:
             frames.append(side_by_side(gt, fit))
         written.append(write_video(out_dir / "time_sweep.gif", np.stack(frames), fps=8))
         return written
-
-
-def _view_camera(size: int = 192) -> Camera:
-    eye = np.array([1.6, 0.8, 2.4])
-    return Camera(intrinsics_from_fov(size, size, 40.0), look_at(eye, np.zeros(3)), size, size)
 
 
 TASK = SDFTask
