@@ -97,7 +97,7 @@ def _count_parameters(arrays: dict[str, np.ndarray]) -> int:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+    path.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
 
 
 def fit(
@@ -233,9 +233,19 @@ def evaluate_run(
     return summary
 
 
-def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
-    # config.json is strict JSON: an infinite PSNR (a perfect fit) is stored as null
-    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None, recursively.
+
+    Metrics can be infinite (PSNR of a perfect fit, Chamfer of an empty mesh); the files stay strict
+    JSON, where such a value is null.
+    """
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _plot(path: Path, history: dict[str, list[float]], evals: dict[str, list[float]], task: str) -> None:
