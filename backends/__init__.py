@@ -47,9 +47,11 @@ class Backend(Protocol):
         """``y = model(x)``, and the gradients of ``sum(cotangent * y)`` w.r.t. ``x`` and every
         parameter, all as float64 NumPy arrays. ``x``: ``(..., I)``; ``y``: ``(..., O)``."""
 
-    def trainer(self, model: Any, loss: Any, lr: float) -> Trainer:
+    def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None) -> Trainer:
         """An Adam :class:`Trainer` for ``model``; ``loss(pred, batch) -> scalar`` uses only methods
-        both frameworks share (``-``, ``*``, ``/``, ``.abs()``, ``.square()``, ``.mean()``, ``.sum()``)."""
+        both frameworks share (``-``, ``*``, ``/``, ``.abs()``, ``.square()``, ``.mean()``, ``.sum()``).
+        ``forward(model, batch) -> pred`` replaces the default ``model(batch["x"], frame_ids=...,
+        times=...)``, e.g. to combine the fields of a :class:`~resfields.spec.ModelSpec` model."""
 
     def predict(
         self, model: Any, x: np.ndarray, frame_ids: np.ndarray | None = None, times: np.ndarray | None = None

@@ -38,7 +38,8 @@ from safetensors.numpy import save as _safetensors_save
 from resfields.errors import CheckpointError, SpecError
 from resfields.spec import (
     SCHEMA_VERSION,
-    FieldSpec,
+    AnySpec,
+    ModelSpec,
     check_schema_version,
     parameter_shapes,
     spec_from_dict,
@@ -83,7 +84,7 @@ class Checkpoint:
         metadata: the free-form ``metadata`` object of ``config.json`` (``{}`` if absent).
     """
 
-    spec: FieldSpec
+    spec: AnySpec
     arrays: dict[str, np.ndarray]
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -95,14 +96,24 @@ class Checkpoint:
         """
         from resfields.reference import field_forward
 
+        if isinstance(self.spec, ModelSpec):
+            raise SpecError("this checkpoint holds a model of several fields: evaluate one with .field(name).forward")
         params = {name: value.astype(np.float64) for name, value in self.arrays.items()}
         return field_forward(self.spec, params, np.asarray(x, dtype=np.float64), frame_ids=frame_ids, times=times)
+
+    def field(self, name: str) -> Checkpoint:
+        """One field of a model checkpoint, as a checkpoint of its own (names without the prefix)."""
+        if not isinstance(self.spec, ModelSpec):
+            raise SpecError("this checkpoint holds a single field, not a model")
+        prefix = f"{name}."
+        arrays = {k[len(prefix) :]: v for k, v in self.arrays.items() if k.startswith(prefix)}
+        return Checkpoint(spec=self.spec.field(name), arrays=arrays, metadata=self.metadata)
 
 
 # ----------------------------------------------------------------------------- validation
 
 
-def check_arrays(spec: FieldSpec, arrays: Mapping[str, Any], where: str = "arrays") -> dict[str, np.ndarray]:
+def check_arrays(spec: AnySpec, arrays: Mapping[str, Any], where: str = "arrays") -> dict[str, np.ndarray]:
     """Check ``arrays`` against the canonical contract of ``spec``; return them as float32 NumPy arrays.
 
     Names must equal :func:`resfields.spec.parameter_shapes` exactly, each array must have its
@@ -213,7 +224,7 @@ def _write_atomically(folder: Path, files: dict[str, bytes]) -> None:
 
 def save_checkpoint(
     folder: PathLike,
-    spec: FieldSpec,
+    spec: AnySpec,
     arrays: Mapping[str, Any],
     *,
     metadata: Mapping[str, Any] | None = None,
@@ -263,7 +274,7 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
-def _read_config(path: Path) -> tuple[FieldSpec, dict[str, Any]]:
+def _read_config(path: Path) -> tuple[AnySpec, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing {CONFIG_NAME}")
     try:
@@ -296,7 +307,7 @@ def _read_config(path: Path) -> tuple[FieldSpec, dict[str, Any]]:
     return spec, metadata
 
 
-def _read_weights(path: Path, spec: FieldSpec) -> dict[str, np.ndarray]:
+def _read_weights(path: Path, spec: AnySpec) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing {WEIGHTS_NAME}")
     expected = parameter_shapes(spec)

@@ -43,10 +43,13 @@ __all__ = [
     "COMPRESSIONS",
     "MODES",
     "SCHEMA_VERSION",
+    "AnySpec",
+    "ArraySpec",
     "FieldSpec",
     "Init",
     "LinearSpec",
     "MLPSpec",
+    "ModelSpec",
     "ResFieldSpec",
     "SirenSpec",
     "check_schema_version",
@@ -240,6 +243,54 @@ FieldSpec = LinearSpec | SirenSpec | MLPSpec
 _SPEC_TYPES: dict[str, type] = {"linear": LinearSpec, "siren": SirenSpec, "mlp": MLPSpec}
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """Several named fields and named free arrays, trained, saved and loaded as one model.
+
+    A dynamic NeRF, say, is an SDF field, a colour field, a learnable β and per-frame latent codes.
+    ``fields`` and ``arrays`` are ``(name, spec)`` pairs (JSON objects in files); names are Python
+    identifiers, unique across both. Canonical parameter names are ``{field}.{parameter}`` (e.g.
+    ``sdf.layers.0.weight``) and the array names themselves; see :func:`parameter_shapes`.
+    """
+
+    fields: tuple[tuple[str, FieldSpec], ...]
+    arrays: tuple[tuple[str, ArraySpec], ...] = ()
+    type: Literal["model"] = "model"
+
+    def __post_init__(self) -> None:
+        owner = "ModelSpec"
+        object.__setattr__(self, "fields", tuple((n, f) for n, f in self.fields))
+        object.__setattr__(self, "arrays", tuple((n, a) for n, a in self.arrays))
+        if not self.fields:
+            _fail(owner, "a model needs at least one field")
+        names = [n for n, _ in self.fields] + [n for n, _ in self.arrays]
+        for name in names:
+            if not isinstance(name, str) or not name.isidentifier():
+                _fail(owner, f"names must be Python identifiers (no dots), got {name!r}")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            _fail(owner, f"duplicate name(s) {duplicates}")
+        for name, field_spec in self.fields:
+            if not isinstance(field_spec, _FIELD_CLASSES):
+                _fail(owner, f"field {name!r} must be a LinearSpec, SirenSpec or MLPSpec")
+        for name, array in self.arrays:
+            if not isinstance(array, ArraySpec):
+                _fail(owner, f"array {name!r} must be an ArraySpec")
+        if self.type != "model":
+            _fail(owner, f"type must be 'model', got {self.type!r}")
+
+    def field(self, name: str) -> FieldSpec:
+        """The spec of field ``name``; SpecError if there is none."""
+        for n, f in self.fields:
+            if n == name:
+                return f
+        raise SpecError(f"ModelSpec has no field {name!r}; it has {[n for n, _ in self.fields]}")
+
+
+_FIELD_CLASSES = (LinearSpec, SirenSpec, MLPSpec)
+AnySpec = FieldSpec | ModelSpec
+
+
 # ----------------------------------------------------------------------------- time convention
 
 
@@ -297,12 +348,16 @@ def _linear_shapes(layer: LinearSpec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def parameter_shapes(spec: FieldSpec) -> dict[str, tuple[int, ...]]:
+def parameter_shapes(spec: AnySpec) -> dict[str, tuple[int, ...]]:
     """Canonical parameter names and shapes: the checkpoint contract shared by every backend.
 
     A lone ``LinearSpec`` has bare names (``weight``, ``bias``, ``coefficients``, ...);
-    a field prefixes them with ``layers.{i}.``.
+    a field prefixes them with ``layers.{i}.``; a :class:`ModelSpec` prefixes each field's names
+    with ``{field}.`` and adds its arrays under their own names.
     """
+    if isinstance(spec, ModelSpec):
+        shapes = {f"{n}.{k}": shape for n, f in spec.fields for k, shape in parameter_shapes(f).items()}
+        return shapes | {n: a.shape for n, a in spec.arrays}
     if isinstance(spec, LinearSpec):
         return _linear_shapes(spec)
     return {
@@ -322,6 +377,25 @@ class Init:
     a: float = 0.0
     b: float = 0.0
     zero_columns: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("uniform", "normal", "constant"):
+            _fail("Init", f"kind must be uniform, normal or constant, got {self.kind!r}")
+        object.__setattr__(self, "zero_columns", tuple(tuple(c) for c in self.zero_columns))
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """A free parameter array of a :class:`ModelSpec` (not part of any field): shape and initial
+    distribution, e.g. VolSDF's β ``(1,)`` or per-frame latent codes ``(T, D)``."""
+
+    shape: tuple[int, ...]
+    init: Init
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in self.shape):
+            _fail("ArraySpec", f"shape must be positive integers, got {self.shape!r}")
 
 
 _RESIDUAL_SCALE = 0.01
@@ -346,12 +420,16 @@ def _torch_default(fan_in: int) -> Init:
     return Init("uniform", -bound, bound)
 
 
-def init_rules(spec: FieldSpec) -> dict[str, Init]:
+def init_rules(spec: AnySpec) -> dict[str, Init]:
     """The initial distribution of every parameter, keyed like :func:`parameter_shapes`.
 
     Static weights and biases: torch.nn.Linear's default U(-1/sqrt(I), 1/sqrt(I)), except Siren
-    weights (Sitzmann et al.) and the geometric SDF init (Atzmon & Lipman; IDR/NeuS).
+    weights (Sitzmann et al.) and the geometric SDF init (Atzmon & Lipman; IDR/NeuS). A model's
+    arrays carry their own rule.
     """
+    if isinstance(spec, ModelSpec):
+        rules = {f"{n}.{k}": rule for n, f in spec.fields for k, rule in init_rules(f).items()}
+        return rules | {n: a.init for n, a in spec.arrays}
     layers = layer_specs(spec)
     rules: dict[str, Init] = {}
     for i, layer in enumerate(layers):
@@ -384,8 +462,19 @@ def init_rules(spec: FieldSpec) -> dict[str, Init]:
 # ----------------------------------------------------------------------------- JSON round trip
 
 
-def spec_to_dict(spec: FieldSpec | ResFieldSpec) -> dict[str, Any]:
-    """A JSON-ready dict of a spec (tuples become lists, nested specs become dicts)."""
+def spec_to_dict(spec: AnySpec | ResFieldSpec | ArraySpec | Init) -> dict[str, Any]:
+    """A JSON-ready dict of a spec (tuples become lists, nested specs become dicts; a model's
+    fields and arrays become objects keyed by name)."""
+    if isinstance(spec, ModelSpec):
+        return {
+            "type": "model",
+            "fields": {n: spec_to_dict(f) for n, f in spec.fields},
+            "arrays": {n: spec_to_dict(a) for n, a in spec.arrays},
+        }
+    if isinstance(spec, ArraySpec):
+        return {"shape": list(spec.shape), "init": spec_to_dict(spec.init)}
+    if isinstance(spec, Init):
+        return {"kind": spec.kind, "a": spec.a, "b": spec.b, "zero_columns": [list(c) for c in spec.zero_columns]}
     out: dict[str, Any] = {}
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
@@ -450,22 +539,42 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**{k: _check_type(owner, k, v, hints[k]) for k, v in data.items()})
 
 
-def spec_from_dict(data: dict[str, Any]) -> FieldSpec:
-    """Build a field spec from a dict carrying ``type`` ("linear", "siren" or "mlp"); strict."""
+def _model_from_dict(data: dict[str, Any]) -> ModelSpec:
+    unknown = sorted(set(data) - {"type", "fields", "arrays"})
+    if unknown:
+        _fail("ModelSpec", f"unknown key(s) {unknown}; allowed: ['arrays', 'fields', 'type']")
+    fields, arrays = data.get("fields"), data.get("arrays", {})
+    if not isinstance(fields, dict) or not isinstance(arrays, dict):
+        _fail("ModelSpec", "'fields' and 'arrays' must be objects keyed by name")
+    parsed_arrays = []
+    for name, array in arrays.items():
+        if not isinstance(array, dict) or set(array) != {"shape", "init"}:
+            _fail("ModelSpec", f"array {name!r} must be an object with exactly 'shape' and 'init'")
+        if not isinstance(array["init"], dict):
+            _fail("ModelSpec", f"array {name!r}: 'init' must be an object")
+        shape = _check_type("ArraySpec", "shape", array["shape"], tuple[int, ...])
+        parsed_arrays.append((name, ArraySpec(shape, _from_dict(Init, array["init"]))))
+    return ModelSpec(tuple((n, spec_from_dict(f)) for n, f in fields.items()), tuple(parsed_arrays))
+
+
+def spec_from_dict(data: dict[str, Any]) -> AnySpec:
+    """Build a spec from a dict carrying ``type`` ("linear", "siren", "mlp" or "model"); strict."""
     if not isinstance(data, dict):
         raise SpecError(f"a field spec must be a JSON object, got {type(data).__name__}")
     kind = data.get("type")
+    if kind == "model":
+        return _model_from_dict(data)
     if kind not in _SPEC_TYPES:
-        raise SpecError(f"field spec 'type' must be one of {sorted(_SPEC_TYPES)}, got {kind!r}")
+        raise SpecError(f"spec 'type' must be one of {sorted([*_SPEC_TYPES, 'model'])}, got {kind!r}")
     return _from_dict(_SPEC_TYPES[kind], data)
 
 
-def spec_to_json(spec: FieldSpec) -> str:
+def spec_to_json(spec: AnySpec) -> str:
     """Serialise a field spec with the schema version: ``{"schema_version": 1, "field": {...}}``."""
     return json.dumps({"schema_version": SCHEMA_VERSION, "field": spec_to_dict(spec)}, indent=2)
 
 
-def spec_from_json(text: str) -> FieldSpec:
+def spec_from_json(text: str) -> AnySpec:
     """Parse :func:`spec_to_json` output; wrong schema versions and unknown keys raise SpecError."""
     try:
         data = json.loads(text)

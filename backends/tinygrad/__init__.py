@@ -3,13 +3,14 @@
 from resfields.backends.tinygrad import ResFieldLinear
 """
 
-from .fields import Field, build_field, positional_encoding, softplus
+from .fields import Field, Model, build_field, positional_encoding, softplus
 from .frames import TimePlan, plan_times, time_matrix
 from .layer import ResFieldLinear, init_tensor
 from .state import load_parameters, parameters_to_numpy
 
 __all__ = [
     "Field",
+    "Model",
     "ResFieldLinear",
     "TimePlan",
     "build_field",

@@ -11,11 +11,11 @@ import math
 import numpy as np
 from tinygrad import Tensor
 
-from resfields.spec import FieldSpec, Init, LinearSpec, MLPSpec, SirenSpec, init_rules, layer_specs
+from resfields.spec import AnySpec, FieldSpec, Init, LinearSpec, MLPSpec, ModelSpec, SirenSpec, init_rules, layer_specs
 from resfields.validate import check_input_features
 
 from .frames import Key, plan_times
-from .layer import ResFieldLinear, as_input
+from .layer import ResFieldLinear, as_input, init_tensor
 
 __all__ = ["Field", "build_field", "positional_encoding", "softplus"]
 
@@ -134,8 +134,29 @@ class Field:
         return h.reshape(*lead, h.shape[-1])
 
 
-def build_field(spec: FieldSpec) -> ResFieldLinear | Field:
-    """The tinygrad model for any spec: ResFieldLinear for a LinearSpec, Field otherwise."""
+class Model:
+    """A :class:`~resfields.spec.ModelSpec`: each field and each array an attribute under its own
+    name, so ``get_state_dict`` yields the canonical names (``sdf.layers.0.weight``, ``beta``). The
+    task decides how the fields are combined."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        for name, field_spec in spec.fields:
+            setattr(self, name, build_field(field_spec))
+        for name, array in spec.arrays:
+            setattr(self, name, init_tensor(array.shape, array.init))
+
+    def field(self, name: str) -> ResFieldLinear | Field:
+        """The model of field ``name``."""
+        self.spec.field(name)  # SpecError naming the fields if there is no such field
+        return getattr(self, name)
+
+
+def build_field(spec: AnySpec) -> ResFieldLinear | Field | Model:
+    """The tinygrad model for any spec: ResFieldLinear for a LinearSpec, Model for a ModelSpec,
+    Field otherwise."""
+    if isinstance(spec, ModelSpec):
+        return Model(spec)
     if isinstance(spec, LinearSpec):
         return ResFieldLinear.from_spec(spec)
     return Field(spec)

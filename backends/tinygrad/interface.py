@@ -43,8 +43,8 @@ class TinygradBackend:
     def to_numpy(self, model: Any) -> dict[str, np.ndarray]:
         return parameters_to_numpy(model)
 
-    def trainer(self, model: Any, loss: Any, lr: float) -> TinygradTrainer:
-        return TinygradTrainer(model, loss, lr)
+    def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None) -> TinygradTrainer:
+        return TinygradTrainer(model, loss, lr, forward)
 
     def predict(self, model, x, frame_ids=None, times=None) -> np.ndarray:
         return predict(model, x, frame_ids, times)

@@ -26,6 +26,8 @@ Keys = np.ndarray | None  # per-row frame ids or times
 __all__ = ["TinygradTrainer", "predict"]
 
 LossFn = Callable[[Tensor, Mapping[str, Tensor]], Tensor]
+# forward(model, batch) -> prediction; the default calls model(batch["x"], frame_ids=..., times=..., validate=False)
+ForwardFn = Callable[[Any, Mapping[str, Tensor]], Any]
 
 
 def _device_of(model: Any) -> str:
@@ -125,8 +127,9 @@ class TinygradTrainer:
     a tensor so that changing it does not recompile.
     """
 
-    def __init__(self, model: Any, loss: LossFn, lr: float) -> None:
+    def __init__(self, model: Any, loss: LossFn, lr: float, forward: ForwardFn | None = None) -> None:
         self.model, self.loss, self.lr = model, loss, lr
+        self.forward = forward or _forward
         self.device = _device_of(model)
         self.params = get_state_dict(model)
         for p in self.params.values():
@@ -138,8 +141,11 @@ class TinygradTrainer:
     def _train_step(self, lr: Tensor, **batch: Tensor) -> Tensor:
         self.optimizer.lr.assign(lr)
         self.optimizer.zero_grad()
-        loss = self.loss(_forward(self.model, batch), batch)
+        loss = self.loss(self.forward(self.model, batch), batch)
         loss.backward()
+        for param in self.params.values():
+            if param.grad is None:  # unused by this forward (e.g. another field of a model): no update
+                param.grad = param.zeros_like()
         return loss.realize(*self.optimizer.schedule_step())
 
     def step(self, batch: Mapping[str, np.ndarray], lr_factor: float = 1.0) -> float:

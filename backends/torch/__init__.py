@@ -3,7 +3,7 @@
 from resfields.backends.torch import ResFieldLinear
 """
 
-from .fields import Field, build_field, positional_encoding
+from .fields import Field, Model, build_field, positional_encoding
 from .frames import FramePlan, plan_frames
 from .layer import GroupedLinear, ResFieldLinear, init_parameter_
 from .state import load_parameters, parameters_to_numpy
@@ -12,6 +12,7 @@ __all__ = [
     "Field",
     "FramePlan",
     "GroupedLinear",
+    "Model",
     "ResFieldLinear",
     "build_field",
     "init_parameter_",

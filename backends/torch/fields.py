@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resfields.spec import FieldSpec, LinearSpec, MLPSpec, SirenSpec, init_rules, layer_specs
+from resfields.spec import AnySpec, FieldSpec, LinearSpec, MLPSpec, ModelSpec, SirenSpec, init_rules, layer_specs
 from resfields.validate import check_input_features
 
 from .frames import plan_frames
@@ -64,8 +64,14 @@ class Field(nn.Module):
         x: torch.Tensor,
         frame_ids: torch.Tensor | int | None = None,
         times: torch.Tensor | float | None = None,
+        *,
+        validate: bool = True,
     ) -> torch.Tensor:
-        """``(..., in_features) -> (..., out_features)``."""
+        """``(..., in_features) -> (..., out_features)``.
+
+        ``validate`` exists so one call works on both backends (tinygrad skips its device read-back
+        when False); torch checks the keys either way, since its frame plan reads them back anyway.
+        """
         spec = self.spec
         check_input_features(tuple(x.shape), spec.in_features)
         lead = tuple(x.shape[:-1])
@@ -86,8 +92,32 @@ class Field(nn.Module):
         return plan.unsort(h, lead)
 
 
-def build_field(spec: FieldSpec, device: Any = None, dtype: torch.dtype | None = None) -> nn.Module:
-    """The torch module for any spec: ResFieldLinear for a LinearSpec, Field otherwise."""
+class Model(nn.Module):
+    """A :class:`~resfields.spec.ModelSpec`: each field a submodule and each array a parameter,
+    under its own name, so ``named_parameters`` yields the canonical names (``sdf.layers.0.weight``,
+    ``beta``). The task decides how the fields are combined."""
+
+    def __init__(self, spec: ModelSpec, device: Any = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        for name, field_spec in spec.fields:
+            self.add_module(name, build_field(field_spec, device, dtype))
+        for name, array in spec.arrays:
+            param = nn.Parameter(torch.empty(array.shape, device=device, dtype=dtype))
+            self.register_parameter(name, param)
+            init_parameter_(param, array.init)
+
+    def field(self, name: str) -> nn.Module:
+        """The module of field ``name``."""
+        self.spec.field(name)  # SpecError naming the fields if there is no such field
+        return getattr(self, name)
+
+
+def build_field(spec: AnySpec, device: Any = None, dtype: torch.dtype | None = None) -> nn.Module:
+    """The torch module for any spec: ResFieldLinear for a LinearSpec, Model for a ModelSpec,
+    Field otherwise."""
+    if isinstance(spec, ModelSpec):
+        return Model(spec, device, dtype)
     if isinstance(spec, LinearSpec):
         return ResFieldLinear.from_spec(spec, device, dtype)
     return Field(spec, device, dtype)

@@ -28,8 +28,8 @@ class TorchBackend:
     def to_numpy(self, model: Any) -> dict[str, np.ndarray]:
         return parameters_to_numpy(model)
 
-    def trainer(self, model: Any, loss: Any, lr: float) -> TorchTrainer:
-        return TorchTrainer(model, loss, lr)
+    def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None) -> TorchTrainer:
+        return TorchTrainer(model, loss, lr, forward)
 
     def predict(self, model, x, frame_ids=None, times=None) -> np.ndarray:
         return predict(model, x, frame_ids, times)

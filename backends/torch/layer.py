@@ -204,8 +204,11 @@ class ResFieldLinear(nn.Module):
         x: torch.Tensor,
         frame_ids: torch.Tensor | int | None = None,
         times: torch.Tensor | float | None = None,
+        *,
+        validate: bool = True,
     ) -> torch.Tensor:
-        """``(..., I) -> (..., O)``; see the class docstring for ``frame_ids``/``times``."""
+        """``(..., I) -> (..., O)``; see the class docstring for ``frame_ids``/``times``.
+        ``validate`` is accepted for parity with tinygrad; torch always checks the keys."""
         check_input_features(tuple(x.shape), self.in_features)
         lead = tuple(x.shape[:-1])
         plan = plan_frames(self.spec.resfield, lead, frame_ids, times, x.device)

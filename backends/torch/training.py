@@ -20,6 +20,8 @@ Keys = np.ndarray | None  # per-row frame ids or times
 __all__ = ["TorchTrainer", "predict"]
 
 LossFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
+# forward(model, batch) -> prediction; the default calls model(batch["x"], frame_ids=..., times=...)
+ForwardFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], Any]
 
 # keys a batch passes to the field itself; every other key is for the loss
 _INPUTS = ("x", "frame_ids", "times")
@@ -77,8 +79,9 @@ class TorchTrainer:
     for that step, which is how a schedule (e.g. cosine decay) is applied.
     """
 
-    def __init__(self, model: torch.nn.Module, loss: LossFn, lr: float) -> None:
+    def __init__(self, model: torch.nn.Module, loss: LossFn, lr: float, forward: ForwardFn | None = None) -> None:
         self.model, self.loss, self.lr = model, loss, lr
+        self.forward = forward or _forward
         self.device = _device_of(model)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
@@ -88,7 +91,7 @@ class TorchTrainer:
             group["lr"] = self.lr * lr_factor
         tensors = _to_tensors(batch, self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(_forward(self.model, tensors), tensors)
+        loss = self.loss(self.forward(self.model, tensors), tensors)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
