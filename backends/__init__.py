@@ -58,6 +58,13 @@ class Backend(Protocol):
     ) -> np.ndarray:
         """``model(x)`` in chunks as float32 NumPy: ``x`` ``(N, I)``, keys ``(N,)`` -> ``(N, O)``."""
 
+    def concat(self, tensors: list[Any], axis: int) -> Any:
+        """Join tensors along ``axis`` (the one array op whose spelling differs between frameworks
+        that task code written once needs)."""
+
+    def tensor(self, array: np.ndarray, like: Any) -> Any:
+        """``array`` as a float32 tensor on the device of tensor ``like``."""
+
 
 class Trainer(Protocol):
     """One optimiser per model; what a task's fitting loop drives."""

@@ -11,6 +11,7 @@ from tinygrad.nn.state import get_state_dict
 from resfields.spec import FieldSpec
 
 from .fields import build_field
+from .frames import device_tensor
 from .state import load_parameters, parameters_to_numpy
 from .training import TinygradTrainer, predict
 
@@ -48,6 +49,12 @@ class TinygradBackend:
 
     def predict(self, model, x, frame_ids=None, times=None) -> np.ndarray:
         return predict(model, x, frame_ids, times)
+
+    def concat(self, tensors: list[Tensor], axis: int) -> Tensor:
+        return tensors[0].cat(*tensors[1:], dim=axis)
+
+    def tensor(self, array: np.ndarray, like: Tensor) -> Tensor:
+        return device_tensor(np.asarray(array, dtype=np.float32), like.device)
 
     def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32"):
         if dtype != "float32":

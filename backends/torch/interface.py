@@ -34,6 +34,12 @@ class TorchBackend:
     def predict(self, model, x, frame_ids=None, times=None) -> np.ndarray:
         return predict(model, x, frame_ids, times)
 
+    def concat(self, tensors: list[torch.Tensor], axis: int) -> torch.Tensor:
+        return torch.cat(tensors, dim=axis)
+
+    def tensor(self, array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array, dtype=np.float32), device=like.device)
+
     def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32"):
         device = next(model.parameters()).device
         model.zero_grad(set_to_none=True)

@@ -1,0 +1,78 @@
+"""Frame-major ray batches from a :class:`~resfields.tasks.nerf.data.MultiViewVideo` (host side, NumPy).
+
+Every batch holds ``P`` rays of each of the ``F`` frames, half through foreground pixels and half
+through background pixels of the frame's training images (balanced, as upstream), with stratified
+samples inside the scene box. Everything the forward pass needs is in the batch, so a compiled step
+sees the same shapes every time.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from resfields.spec import frame_to_time
+
+from .data import MultiViewVideo
+from .model import difference_offsets
+from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
+
+__all__ = ["RaySampler"]
+
+
+class RaySampler:
+    """Balanced foreground/background ray batches over all frames of the training images."""
+
+    def __init__(self, video: MultiViewVideo, n_samples: int = 32, fd_step: float = 1e-3) -> None:
+        self.video, self.n_samples, self.fd_step = video, n_samples, fd_step
+
+    @cached_property
+    def _rays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Origins and directions of every pixel of every image: (N, H*W, 3) each."""
+        pairs = [rays_from_camera(camera) for camera in self.video.cameras]
+        return np.stack([o for o, _ in pairs]), np.stack([d for _, d in pairs])
+
+    @cached_property
+    def _pixels(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per frame: flat (image * H*W + pixel) indices of training foreground and background pixels."""
+        v = self.video
+        train = v.images_of("train")
+        out = []
+        for frame in range(v.n_frames):
+            images = train[v.frame_ids[train] == frame]
+            flat = v.mask[images].reshape(len(images), -1)
+            index = images[:, None] * flat.shape[1] + np.arange(flat.shape[1])[None, :]
+            out.append((index[flat], index[~flat]))
+        return out
+
+    def sample(self, rng: np.random.Generator, rays_per_frame: int) -> dict[str, np.ndarray]:
+        """A batch (NumPy): ``points``/``dirs`` (F, P, S, 3), ``t_starts``/``t_ends`` (F, P, S), ``rgb``
+        (F, P, 3), ``mask`` (F, P, 1), ``time`` (F, 1, 1, 1), ``frame`` (F, 1, 1), ``offsets``."""
+        v, p = self.video, rays_per_frame
+        chosen = []
+        for fg, bg in self._pixels:
+            n_fg = p // 2 if len(bg) else p
+            pick_fg = fg[rng.integers(0, len(fg), n_fg)] if len(fg) else bg[rng.integers(0, len(bg), n_fg)]
+            pick_bg = bg[rng.integers(0, len(bg), p - n_fg)] if len(bg) else pick_fg[: p - n_fg]
+            chosen.append(np.concatenate([pick_fg, pick_bg]))
+        flat = np.stack(chosen)  # (F, P) indices into (N * H * W)
+        hw = v.height * v.width
+        image, pixel = flat // hw, flat % hw
+        origins, dirs = self._rays[0][image, pixel], self._rays[1][image, pixel]  # (F, P, 3)
+        near, far, _ = ray_box_intersection(origins.reshape(-1, 3), dirs.reshape(-1, 3), v.bounds)
+        t_starts, t_ends = stratified_samples(near, far, self.n_samples, rng)
+        points = sample_points(origins.reshape(-1, 3), dirs.reshape(-1, 3), t_starts, t_ends)
+        f = v.n_frames
+        frames = np.arange(f)
+        return {
+            "points": points.reshape(f, p, self.n_samples, 3),
+            "dirs": np.broadcast_to(dirs[:, :, None, :], (f, p, self.n_samples, 3)).astype(np.float32),
+            "t_starts": t_starts.reshape(f, p, self.n_samples),
+            "t_ends": t_ends.reshape(f, p, self.n_samples),
+            "rgb": v.rgb.reshape(-1, 3)[flat.ravel()].reshape(f, p, 3),
+            "mask": v.mask.reshape(-1)[flat.ravel()].reshape(f, p, 1).astype(np.float32),
+            "time": np.asarray(frame_to_time(frames.astype(np.float64), f), np.float32).reshape(f, 1, 1, 1),
+            "frame": frames.reshape(f, 1, 1),
+            "offsets": difference_offsets(self.fd_step),
+        }

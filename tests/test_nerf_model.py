@@ -1,0 +1,101 @@
+"""Dynamic NeRF models: specs per method, a forward written once, training on the embedded scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from resfields.backends import get_backend
+from resfields.checkpoint import load_checkpoint, save_checkpoint
+from resfields.init import sample_parameters
+from resfields.tasks.nerf.data import read_neus
+from resfields.tasks.nerf.model import METHODS, NerfModelConfig, nerf_loss, nerf_spec, render_batch
+from resfields.tasks.nerf.rays import RaySampler
+from resfields.tasks.nerf.scene import make_scene
+
+
+def _config(method: str, **kw) -> NerfModelConfig:
+    small = dict(width=32, n_layers=5, resfield_layers=(1, 2, 3), rank=2, feature_dim=8, color_width=32, latent_dim=4)
+    return NerfModelConfig(method=method, **{**small, **kw})
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scene") / "bunny"
+    make_scene(folder, n_frames=3, size=32, n_train_cameras=2, n_test_cameras=1)
+    return read_neus(folder)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_spec_per_method(method, tmp_path):
+    spec = nerf_spec(_config(method), n_frames=5)
+    names = [n for n, _ in spec.fields] + [n for n, _ in spec.arrays]
+    expected = {"tnerf": [], "dynerf": ["latents"], "dnerf": ["deform"]}[method]
+    assert set(names) == {"sdf", "color", "beta", *expected}
+    sdf = spec.field("sdf")
+    assert sdf.in_features == {"tnerf": 4, "dynerf": 7, "dnerf": 3}[method]
+    assert sdf.resfield.capacity == 5 and sdf.skips == (2,) and sdf.init == "geometric"
+    assert nerf_spec(_config(method, resfield_layers=()), 5).field("sdf").resfield is None
+    save_checkpoint(tmp_path, spec, sample_parameters(spec, seed=0))
+    assert load_checkpoint(tmp_path).spec == spec
+
+
+def test_ray_batches_are_frame_major_and_balanced(video):
+    batch = RaySampler(video, n_samples=8).sample(np.random.default_rng(0), 10)
+    assert batch["points"].shape == (3, 10, 8, 3) and batch["rgb"].shape == (3, 10, 3)
+    assert batch["mask"][:, :5].min() == 1 and batch["mask"][:, 5:].max() == 0  # half foreground, half background
+    np.testing.assert_allclose(batch["t_starts"][..., 1:], batch["t_ends"][..., :-1])  # intervals tile the ray
+    assert batch["frame"].ravel().tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_torch_training_on_the_embedded_scene(method, video):
+    impl = get_backend("torch")
+    config = _config(method)
+    spec = nerf_spec(config, video.n_frames)
+    arrays = sample_parameters(spec, seed=0)
+    trainer = impl.trainer(
+        impl.build(spec, arrays), nerf_loss, lr=5e-3, forward=lambda m, b: render_batch(m, b, config, impl.concat)
+    )
+    sampler = RaySampler(video, n_samples=16)
+    losses = [trainer.step(sampler.sample(np.random.default_rng(s), 8)) for s in range(30)]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses[::5]
+    trained = impl.to_numpy(trainer.model)
+    assert trained["beta"][0] != pytest.approx(arrays["beta"][0])
+    if method == "dynerf":
+        assert not np.allclose(trained["latents"], arrays["latents"])  # the codes learn through the gather
+
+
+def test_render_outputs_have_their_shapes(video):
+    config = _config("tnerf")
+    model = get_backend("torch").build(nerf_spec(config, video.n_frames))
+    batch = {
+        k: torch.as_tensor(v) for k, v in RaySampler(video, n_samples=8).sample(np.random.default_rng(1), 4).items()
+    }
+    with torch.no_grad():
+        out = render_batch(model, batch, config, get_backend("torch").concat)
+    assert out["rgb"].shape == (3, 4, 3) and out["opacity"].shape == (3, 4, 1) and out["depth"].shape == (3, 4, 1)
+    assert float(out["opacity"].min()) >= 0 and float(out["opacity"].max()) <= 1 + 1e-6
+    assert out["eikonal"].ndim == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["tnerf", "dnerf"])
+def test_tinygrad_renders_what_torch_renders(method, video):
+    """tinygrad compiles the whole forward (tens of seconds on CPU), hence slow."""
+    from tinygrad import Tensor
+
+    config = _config(method)
+    spec = nerf_spec(config, video.n_frames)
+    arrays = sample_parameters(spec, seed=0)
+    batch = RaySampler(video, n_samples=16).sample(np.random.default_rng(0), 8)
+    torch_impl, tiny_impl = get_backend("torch"), get_backend("tinygrad")
+    a = render_batch(
+        torch_impl.build(spec, arrays), {k: torch.as_tensor(v) for k, v in batch.items()}, config, torch_impl.concat
+    )
+    b = render_batch(tiny_impl.build(spec, arrays), {k: Tensor(v) for k, v in batch.items()}, config, tiny_impl.concat)
+    for key in ("rgb", "opacity", "depth"):
+        np.testing.assert_allclose(b[key].numpy(), a[key].detach().numpy(), atol=1e-5)
+    # normals come from forward differences, which amplify float32 rounding by 1 / fd_step
+    np.testing.assert_allclose(b["normals"].numpy(), a["normals"].detach().numpy(), atol=1e-3)
