@@ -58,6 +58,10 @@ class Backend(Protocol):
     ) -> np.ndarray:
         """``model(x)`` in chunks as float32 NumPy: ``x`` ``(N, I)``, keys ``(N,)`` -> ``(N, O)``."""
 
+    def infer(self, model: Any, forward: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``forward(model, batch)`` on a NumPy batch, without gradients, outputs as float32 NumPy
+        (a dict of tensors in, a dict of arrays out; tinygrad compiles it once per batch layout)."""
+
     def concat(self, tensors: list[Any], axis: int) -> Any:
         """Join tensors along ``axis`` (the one array op whose spelling differs between frameworks
         that task code written once needs)."""

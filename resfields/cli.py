@@ -1,4 +1,4 @@
-"""The ``resfields`` command line: ``conformance``, ``bench``, ``fit TASK``, ``eval RUN``."""
+"""The ``resfields`` command line: ``conformance``, ``bench``, ``fit TASK``, ``eval RUN``, ``render RUN``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,18 @@ def _bench(argv: list[str]) -> int:
     return bench_main(argv)
 
 
+def _render(args: argparse.Namespace) -> int:
+    from resfields.tasks.common.media import write_video
+    from resfields.tasks.nerf.task import render_novel_views
+
+    frame = None if args.time_sweep else args.frame
+    images = render_novel_views(
+        args.run, backend=args.backend, device=args.device, frame=frame, n_views=args.views, size=args.size
+    )
+    print(f"wrote {write_video(args.out, images, fps=args.fps)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resfields", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fit_parser(sub)
     add_eval_parser(sub)
+    render = sub.add_parser("render", help="render an orbit of novel views from a trained nerf run folder")
+    render.add_argument("run", help="a run folder written by `resfields fit nerf`")
+    render.add_argument("--backend", choices=("torch", "tinygrad"), default="torch")
+    render.add_argument("--device", default=None)
+    when = render.add_mutually_exclusive_group()
+    when.add_argument("--frame", type=int, default=0, help="the frame to show (default 0)")
+    when.add_argument("--time-sweep", action="store_true", help="advance one frame per view instead")
+    render.add_argument("--views", type=int, default=24)
+    render.add_argument("--size", type=int, default=96)
+    render.add_argument("--fps", type=int, default=12)
+    render.add_argument("--out", default="orbit.mp4", help=".mp4 or .gif")
+    render.set_defaults(func=_render)
     # `bench` owns its arguments (see `resfields bench --help`); main() forwards them untouched
     sub.add_parser("bench", help="layer and training-step benchmarks", add_help=False)
     return parser

@@ -19,11 +19,12 @@ TASKS = {
     "video": "resfields.tasks.video.task",
     "sdf": "resfields.tasks.sdf.task",
     "flow": "resfields.tasks.flow.task",
+    "nerf": "resfields.tasks.nerf.task",
 }
 
 
 def get_task(name: str) -> Any:
-    """The task class called ``name`` ("video", "sdf", "flow"); SpecError for an unknown name."""
+    """The task class called ``name`` ("video", "sdf", "flow", "nerf"); SpecError for an unknown name."""
     if name not in TASKS:
         raise SpecError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
     return importlib.import_module(TASKS[name]).TASK

@@ -13,7 +13,7 @@ from resfields.spec import FieldSpec
 from .fields import build_field
 from .frames import device_tensor
 from .state import load_parameters, parameters_to_numpy
-from .training import TinygradTrainer, predict
+from .training import TinygradTrainer, infer, predict
 
 # tinygrad names devices in capitals; the library uses torch-style lower case
 _DEVICES = {"cpu": "CPU", "cuda": "CUDA"}
@@ -49,6 +49,9 @@ class TinygradBackend:
 
     def predict(self, model, x, frame_ids=None, times=None) -> np.ndarray:
         return predict(model, x, frame_ids, times)
+
+    def infer(self, model: Any, forward: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return infer(model, forward, batch)
 
     def concat(self, tensors: list[Tensor], axis: int) -> Tensor:
         return tensors[0].cat(*tensors[1:], dim=axis)

@@ -23,7 +23,7 @@ from .frames import device_tensor
 
 Keys = np.ndarray | None  # per-row frame ids or times
 
-__all__ = ["TinygradTrainer", "predict"]
+__all__ = ["TinygradTrainer", "infer", "predict"]
 
 LossFn = Callable[[Tensor, Mapping[str, Tensor]], Tensor]
 # forward(model, batch) -> prediction; the default calls model(batch["x"], frame_ids=..., times=..., validate=False)
@@ -116,6 +116,20 @@ def predict(
     if model not in _PREDICTORS:
         _PREDICTORS[model] = _Predictor(model, PREDICT_CHUNK)
     return _PREDICTORS[model](x, frame_ids, times)
+
+
+_INFER_JITS: weakref.WeakKeyDictionary[Any, dict[Any, TinyJit]] = weakref.WeakKeyDictionary()
+
+
+def infer(model: Any, forward: ForwardFn, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``forward(model, batch)`` as float32 NumPy outputs, compiled once per model, forward and batch
+    layout (calls with the same shapes reuse it; keep chunk shapes fixed)."""
+    jits = _INFER_JITS.setdefault(model, {})
+    key = (forward, tuple((k, np.shape(v)) for k, v in sorted(batch.items())))
+    if key not in jits:
+        jits[key] = TinyJit(lambda **tensors: {k: v.realize() for k, v in forward(model, tensors).items()})
+    out = jits[key](**_to_tensors(batch, _device_of(model)))
+    return {k: v.numpy() for k, v in out.items()}
 
 
 class TinygradTrainer:

@@ -11,7 +11,7 @@ from resfields.spec import FieldSpec
 
 from .fields import build_field
 from .state import load_parameters, parameters_to_numpy
-from .training import TorchTrainer, predict
+from .training import TorchTrainer, infer, predict
 
 
 class TorchBackend:
@@ -33,6 +33,9 @@ class TorchBackend:
 
     def predict(self, model, x, frame_ids=None, times=None) -> np.ndarray:
         return predict(model, x, frame_ids, times)
+
+    def infer(self, model: Any, forward: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return infer(model, forward, batch)
 
     def concat(self, tensors: list[torch.Tensor], axis: int) -> torch.Tensor:
         return torch.cat(tensors, dim=axis)

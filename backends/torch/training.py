@@ -17,7 +17,7 @@ from resfields.errors import CheckpointError
 
 Keys = np.ndarray | None  # per-row frame ids or times
 
-__all__ = ["TorchTrainer", "predict"]
+__all__ = ["TorchTrainer", "infer", "predict"]
 
 LossFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
 # forward(model, batch) -> prediction; the default calls model(batch["x"], frame_ids=..., times=...)
@@ -69,6 +69,13 @@ def predict(
     if not outputs:
         raise ValueError("predict needs at least one row")
     return np.concatenate(outputs)
+
+
+@torch.no_grad()
+def infer(model: torch.nn.Module, forward: ForwardFn, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``forward(model, batch)`` without gradients; its dict of outputs as float32 NumPy."""
+    out = forward(model, _to_tensors(batch, _device_of(model)))
+    return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 
 class TorchTrainer:

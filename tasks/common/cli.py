@@ -138,7 +138,7 @@ def add_fit_parser(sub: Any) -> None:
         parser.add_argument("--no-media", dest="media", action="store_false", help="skip videos, images and meshes")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_dataclass_options(parser, task.Data, _DATA_PREFIX, f"{name} data options")
-        _add_dataclass_options(parser, ModelConfig, _MODEL_PREFIX, f"model (defaults: {model})")
+        _add_dataclass_options(parser, getattr(task, "Model", ModelConfig), _MODEL_PREFIX, f"model (defaults: {model})")
         _add_dataclass_options(parser, TrainConfig, _TRAIN_PREFIX, f"training (defaults: {train})")
 
 

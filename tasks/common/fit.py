@@ -60,7 +60,7 @@ def run_from_dict(data: Any) -> RunConfig:
     return RunConfig(
         task=data["task"],
         data=config_from_dict(task.Data, data.get("data", {}), f"{data['task']}.data"),
-        model=config_from_dict(ModelConfig, data.get("model", {}), "model"),
+        model=config_from_dict(getattr(task, "Model", ModelConfig), data.get("model", {}), "model"),
         train=config_from_dict(TrainConfig, data.get("train", {}), "train"),
     )
 
@@ -90,6 +90,14 @@ def make_predict(backend: str, model: Any) -> Callable[..., np.ndarray]:
         return predict_reference
     impl = get_backend(backend)
     return lambda x, frame_ids=None, times=None: impl.predict(model, x, frame_ids, times)
+
+
+def _predictor(impl: Any, model: Any, forward: Any, field_predict: Any) -> Callable[..., Any]:
+    """What a task's evaluate/write_media receive: ``predict(x, frame_ids, times)`` for a field, or,
+    for tasks with their own forward, ``predict(batch) -> dict of arrays`` (no gradients)."""
+    if forward is None:
+        return field_predict if field_predict is not None else make_predict(impl.name, model)
+    return lambda batch: impl.infer(model, forward, batch)
 
 
 def _count_parameters(arrays: dict[str, np.ndarray]) -> int:
@@ -140,9 +148,11 @@ def fit(
     else:
         arrays = sample_parameters(spec, seed=run.train.seed)
     model = impl.build(spec, arrays, device)
-    trainer = impl.trainer(model, task.loss, lr=run.train.lr)
+    forward = task.make_forward(impl) if hasattr(task, "make_forward") else None
+    trainer = impl.trainer(model, task.loss, lr=run.train.lr, forward=forward)
     if optimizer_arrays is not None:
         trainer.load_optimizer_state(optimizer_arrays)
+    predict = _predictor(impl, model, forward, trainer.predict)
 
     train = run.train
     end = train.steps if stop_at is None else min(stop_at, train.steps)
@@ -158,14 +168,14 @@ def fit(
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss:.4g}")
         if train.eval_every and (step + 1) % train.eval_every == 0 and step + 1 < end:
-            for key, value in task.evaluate(trainer.predict).items():
+            for key, value in task.evaluate(predict).items():
                 evals.setdefault(key, []).append(value)
             evals.setdefault("step", []).append(step + 1)
     train_time = time.perf_counter() - t0 + wall_before
     steps_run = end - start
 
     t_eval = time.perf_counter()
-    metrics = task.evaluate(trainer.predict)
+    metrics = task.evaluate(predict)
     eval_time = time.perf_counter() - t_eval
     final_arrays = impl.to_numpy(model)
     summary = {
@@ -188,7 +198,7 @@ def fit(
     _write_json(out / METRICS, summary)
     _plot(out / CURVE, history, evals, run.task)
     if media:
-        task.write_media(trainer.predict, out / "media")
+        task.write_media(predict, out / "media")
     return summary
 
 
@@ -212,8 +222,15 @@ def evaluate_run(
     task = get_task(run.task)(run.data, run.model)
     if task.field_spec() != ckpt.spec:
         raise CheckpointError(f"{folder}: the stored field does not match the one its run config describes")
-    model = ckpt if backend == "numpy" else get_backend(backend).build(ckpt.spec, ckpt.arrays, device)
-    predict = make_predict(backend, model)
+    if hasattr(task, "make_forward"):
+        if backend == "numpy":
+            raise SpecError(f"the {run.task} task evaluates on torch or tinygrad, not the NumPy reference")
+        impl = get_backend(backend)
+        model = impl.build(ckpt.spec, ckpt.arrays, device)
+        predict = _predictor(impl, model, task.make_forward(impl), None)
+    else:
+        model = ckpt if backend == "numpy" else get_backend(backend).build(ckpt.spec, ckpt.arrays, device)
+        predict = make_predict(backend, model)
     t0 = time.perf_counter()
     metrics = task.evaluate(predict)
     summary = {

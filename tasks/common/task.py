@@ -51,7 +51,13 @@ class Task(Protocol):
         """A scalar tensor from the field's output ``(N, O)`` and the batch (as tensors)."""
 
     def evaluate(self, predict: Predict) -> dict[str, float]:
-        """The task's metrics for a trained field."""
+        """The task's metrics for a trained field.
+
+        A task may also define ``Model`` (its model-config dataclass, default
+        :class:`~resfields.tasks.common.config.ModelConfig`) and ``make_forward(backend) ->
+        forward(model, batch)`` when its model is not called as ``model(x, frame_ids, times)`` (e.g.
+        a NeRF that renders rays); then ``predict(batch)`` takes a NumPy batch and returns the
+        forward's outputs as a dict of NumPy arrays."""
 
     def write_media(self, predict: Predict, out_dir: Path) -> list[Path]:
         """Images, videos and meshes people would rather look at; returns the files written."""
