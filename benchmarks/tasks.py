@@ -37,6 +37,11 @@ COLUMNS = {
         ("test_frames_outliers", "outliers held-out frames", True),
     ],
 }
+COLUMNS["nerf"] = [
+    ("psnr", "novel-view PSNR dB", False),
+    ("masked_psnr", "masked PSNR dB", False),
+    ("ssim", "SSIM", False),
+]
 SCALE = {"chamfer_l1": 1e3, "test_points_epe": 1e3, "test_frames_epe": 1e3}
 
 
@@ -57,14 +62,14 @@ def equal_parameter_width(model: ModelConfig, in_f: int, out_f: int, n_frames: i
 def variants(task_name: str, run: RunConfig, equal_params: bool) -> dict[str, RunConfig]:
     """``{label: run}``: vanilla, ResFields, and (optionally) vanilla at equal parameter count."""
     out = {
-        "vanilla Siren": replace(run, model=replace(run.model, resfield_layers=())),
+        "vanilla": replace(run, model=replace(run.model, resfield_layers=())),
         f"ResFields (layers {','.join(map(str, run.model.resfield_layers))}, rank {run.model.rank})": run,
     }
     if equal_params:
         spec = get_task(task_name)(run.data, run.model).field_spec()
         # the ResField capacity stands in for the frame count: siren_spec gives the same spec with it
         width = equal_parameter_width(run.model, spec.in_features, spec.out_features, spec.resfield.capacity)
-        out[f"vanilla Siren, width {width} (equal parameters)"] = replace(
+        out[f"vanilla, width {width} (equal parameters)"] = replace(
             run, model=replace(run.model, resfield_layers=(), width=width)
         )
     return out
