@@ -119,7 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def add_fit_parser(sub: Any) -> None:
     """Register ``fit TASK`` on an argparse sub-parser collection."""
-    fit = sub.add_parser("fit", help="fit a task (video, sdf, flow) on its data")
+    fit = sub.add_parser("fit", help="fit a task (video, sdf, flow, nerf) on its data")
     tasks = fit.add_subparsers(dest="task", required=True)
     for name in TASKS:
         task = get_task(name)
