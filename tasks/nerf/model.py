@@ -27,7 +27,15 @@ from resfields.spec import ArraySpec, Init, MLPSpec, ModelSpec, ResFieldSpec
 
 from .render import accumulate_along_rays, laplace_density, render_weight_from_density
 
-__all__ = ["METHODS", "NerfModelConfig", "difference_offsets", "nerf_loss", "nerf_spec", "render_batch"]
+__all__ = [
+    "METHODS",
+    "NerfModelConfig",
+    "difference_offsets",
+    "nerf_loss",
+    "nerf_spec",
+    "render_batch",
+    "sdf_and_feature",
+]
 
 METHODS = ("tnerf", "dynerf", "dnerf")
 BETA_MIN = 1e-4  # keeps the density finite when the learnt beta passes through 0
@@ -87,7 +95,7 @@ def nerf_spec(config: NerfModelConfig, n_frames: int) -> ModelSpec:
     return ModelSpec(tuple(fields), tuple(arrays))
 
 
-def _sdf_and_feature(model: Any, config: NerfModelConfig, points: Any, batch: dict[str, Any], concat: Any) -> Any:
+def sdf_and_feature(model: Any, config: NerfModelConfig, points: Any, batch: dict[str, Any], concat: Any) -> Any:
     """The SDF network at ``points`` (F, P, S, 3): returns (F, P, S, 1 + feature_dim)."""
     keys = {"frame_ids": batch["frame"]} if config.resfield_layers else {}
     ones = points[..., :1] * 0 + 1  # broadcasts per-frame inputs (F, 1, 1, C) to every sample
@@ -113,11 +121,11 @@ def render_batch(model: Any, batch: dict[str, Any], config: NerfModelConfig, con
     ``eikonal`` (a scalar: mean of (|grad sdf| - 1)^2).
     """
     points = batch["points"]
-    out = _sdf_and_feature(model, config, points, batch, concat)
+    out = sdf_and_feature(model, config, points, batch, concat)
     sdf, feature = out[..., :1], out[..., 1:]
     # forward differences along x, y, z: the gradient without second-order autograd
     grads = [
-        (_sdf_and_feature(model, config, points + batch["offsets"][i], batch, concat)[..., :1] - sdf) / config.fd_step
+        (sdf_and_feature(model, config, points + batch["offsets"][i], batch, concat)[..., :1] - sdf) / config.fd_step
         for i in range(3)
     ]
     grad = concat(grads, -1)

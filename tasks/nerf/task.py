@@ -20,10 +20,11 @@ from resfields.spec import ModelSpec, frame_to_time
 from resfields.tasks.common.batches import samples_per_frame
 from resfields.tasks.common.config import TrainConfig
 from resfields.tasks.common.media import side_by_side, write_image, write_video
-from resfields.tasks.common.metrics import mean_ssim, psnr
+from resfields.tasks.common.meshes import extract_mesh, grid_points
+from resfields.tasks.common.metrics import chamfer_l1, mean_ssim, psnr, sample_mesh_surface
 
 from .data import MultiViewVideo, read_dnerf, read_neus
-from .model import NerfModelConfig, difference_offsets, nerf_loss, nerf_spec, render_batch
+from .model import NerfModelConfig, difference_offsets, nerf_loss, nerf_spec, render_batch, sdf_and_feature
 from .rays import RaySampler
 from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
 from .scene import embedded_scene
@@ -40,6 +41,7 @@ class NerfOptions:
     scale: float = 1.0
     n_samples: int = 32
     eval_chunk: int = 1024  # rays per rendering chunk (fixed shapes for compiled backends)
+    mesh_resolution: int = 48  # marching-cubes grid for the Chamfer distance (0: skip it)
 
 
 class NerfTask:
@@ -77,8 +79,15 @@ class NerfTask:
         return nerf_spec(self.model, self.video.n_frames)
 
     def make_forward(self, backend: Any) -> Any:
+        """Render a ray batch; a batch without ``t_starts`` is an SDF query (``{"sdf": (F, P, S, 1)}``)."""
         config, concat = self.model, backend.concat
-        return lambda model, batch: render_batch(model, batch, config, concat)
+
+        def forward(model: Any, batch: dict[str, Any]) -> Any:
+            if "t_starts" not in batch:
+                return {"sdf": sdf_and_feature(model, config, batch["points"], batch, concat)[..., :1]}
+            return render_batch(model, batch, config, concat)
+
+        return forward
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
         return self.sampler.sample(rng, samples_per_frame(batch_size, self.video.n_frames))
@@ -128,11 +137,46 @@ class NerfTask:
         truth = v.rgb[images] * mask[..., None] + (1.0 - mask[..., None])  # white background
         return pred, truth, mask
 
+    def mesh(self, predict: Any, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """Marching cubes of the SDF at ``frame`` on a ``mesh_resolution``^3 grid over [-1, 1]^3."""
+        r, chunk = self.options.mesh_resolution, 16384
+        points = grid_points(r)
+        time = np.float32(frame_to_time(float(frame), self.video.n_frames))
+        values = []
+        for start in range(0, len(points), chunk):
+            part = points[start : start + chunk]
+            filled = len(part)
+            part = np.concatenate([part, np.zeros((chunk - filled, 3), np.float32)])
+            batch = {
+                "points": part.reshape(1, chunk, 1, 3),
+                "time": np.full((1, 1, 1, 1), time, np.float32),
+                "frame": np.full((1, 1, 1), frame, np.int64),
+            }
+            values.append(predict(batch)["sdf"].reshape(-1)[:filled])
+        return extract_mesh(np.concatenate(values).reshape(r, r, r))
+
     def evaluate(self, predict: Any) -> dict[str, float]:
-        """Novel-view PSNR (white background), foreground-masked PSNR and SSIM over all held-out views."""
+        """Novel-view PSNR (white background), foreground-masked PSNR and SSIM over all held-out views;
+        L1 Chamfer of each frame's marching-cubes mesh against the ground-truth points, when the data
+        has them (20k mesh samples each), averaged over frames."""
         pred, truth, mask = self._test_views(predict)
-        masked = psnr(pred[mask], truth[mask])
-        return {"psnr": psnr(pred, truth), "masked_psnr": masked, "ssim": mean_ssim(pred, truth)}
+        metrics = {
+            "psnr": psnr(pred, truth),
+            "masked_psnr": psnr(pred[mask], truth[mask]),
+            "ssim": mean_ssim(pred, truth),
+        }
+        if self.video.points is not None and self.options.mesh_resolution > 0:
+            rng = np.random.default_rng(0)
+            chamfers = []
+            for frame in range(self.video.n_frames):
+                v, f = self.mesh(predict, frame)
+                if len(f) == 0:
+                    chamfers.append(float("inf"))
+                    continue
+                samples, _ = sample_mesh_surface(v, f, 20000, rng)
+                chamfers.append(chamfer_l1(samples, self.video.points[frame]))
+            metrics["chamfer_l1"] = float(np.mean(chamfers))
+        return metrics
 
     def write_media(self, predict: Any, out_dir: Path) -> list[Path]:
         """``test_views.gif`` (truth | render) over the held-out views, and its first frame as PNG."""
