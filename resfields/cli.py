@@ -29,8 +29,10 @@ def _bench(argv: list[str]) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from resfields.tasks.common.media import write_video
-    from resfields.tasks.nerf.task import render_novel_views
+    from resfields.tasks.nerf.task import export_mesh, render_novel_views
 
+    if args.mesh is not None:
+        print(f"wrote {export_mesh(args.run, args.frame, args.mesh, backend=args.backend, device=args.device)}")
     frame = None if args.time_sweep else args.frame
     images = render_novel_views(
         args.run, backend=args.backend, device=args.device, frame=frame, n_views=args.views, size=args.size
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--size", type=int, default=96)
     render.add_argument("--fps", type=int, default=12)
     render.add_argument("--out", default="orbit.mp4", help=".mp4 or .gif")
+    render.add_argument("--mesh", default=None, metavar="FILE.ply", help="also export --frame's mesh (128^3 grid)")
     render.set_defaults(func=_render)
     # `bench` owns its arguments (see `resfields bench --help`); main() forwards them untouched
     sub.add_parser("bench", help="layer and training-step benchmarks", add_help=False)

@@ -188,7 +188,9 @@ class MLPSpec:
     ``include_input``), D·(include_input + 2L) features. A layer index in ``skips`` receives
     ``concat(h, encoded_x) / sqrt(2)``. Softplus is ``log(1 + exp(beta x)) / beta``, linear where
     ``beta x > 20`` (as torch). ``init="geometric"`` is the IDR/NeuS sphere initialisation for SDFs
-    (output ~ ``|x| - sphere_radius``). Maps ``(..., in_features) -> (..., out_features)``.
+    (output ~ ``|x| - sphere_radius``); only the first ``coordinate_features`` inputs (default: all)
+    start with non-zero weights, so extra inputs such as a time or a latent code leave the initial
+    sphere intact. Maps ``(..., in_features) -> (..., out_features)``.
     """
 
     in_features: int
@@ -202,6 +204,7 @@ class MLPSpec:
     skips: tuple[int, ...] = ()
     init: Literal["default", "geometric"] = "default"
     sphere_radius: float = 0.5
+    coordinate_features: int | None = None
     resfield_layers: tuple[int, ...] = ()
     resfield: ResFieldSpec | None = None
     type: Literal["mlp"] = "mlp"
@@ -229,6 +232,9 @@ class MLPSpec:
             _fail(owner, f"init must be one of {MLP_INITS}, got {self.init!r}")
         if self.init == "geometric" and not self.include_input:
             _fail(owner, "init='geometric' needs include_input=True")
+        c = self.coordinate_features
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= self.in_features):
+            _fail(owner, f"coordinate_features must be None or in [1, in_features={self.in_features}], got {c!r}")
         _check_resfield_layers(owner, self.n_layers, self.resfield_layers, self.resfield)
         if self.type != "mlp":
             _fail(owner, f"type must be 'mlp', got {self.type!r}")
@@ -443,12 +449,13 @@ def init_rules(spec: AnySpec) -> dict[str, Init]:
                 weight = Init("normal", math.sqrt(math.pi) / math.sqrt(fan_in), 1e-4)
                 bias = Init("constant", -spec.sphere_radius)
             else:
-                # only the raw coordinates (first in_features columns of the encoding) start non-zero
+                # only the raw coordinates (the first columns of the encoding) start non-zero
+                coords = spec.in_features if spec.coordinate_features is None else spec.coordinate_features
                 zero: tuple[tuple[int, int], ...] = ()
-                if i == 0 and spec.n_frequencies > 0:
-                    zero = ((spec.in_features, spec.encoded_features),)
+                if i == 0 and coords < spec.encoded_features:
+                    zero = ((coords, spec.encoded_features),)
                 elif i in spec.skips:
-                    zero = ((fan_in - spec.encoded_features + spec.in_features, fan_in),)
+                    zero = ((fan_in - spec.encoded_features + coords, fan_in),)
                 weight = Init("normal", 0.0, math.sqrt(2.0) / math.sqrt(fan_out), zero)
                 bias = Init("constant", 0.0)
         layer_rules = {"weight": weight, "bias": bias} if layer.bias else {"weight": weight}

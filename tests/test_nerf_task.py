@@ -10,8 +10,9 @@ import pytest
 
 from resfields.cli import main
 from resfields.tasks.common.fit import load_run
+from resfields.tasks.common.meshes import read_mesh
 from resfields.tasks.nerf.scene import make_scene
-from resfields.tasks.nerf.task import render_novel_views
+from resfields.tasks.nerf.task import export_mesh, render_novel_views
 
 TINY = ["--width", "16", "--n-layers", "3", "--resfield-layers", "1", "--rank", "2", "--feature-dim", "4"]
 TINY += ["--color-width", "16", "--n-samples", "8", "--eval-chunk", "256", "--batch-size", "96"]
@@ -57,6 +58,20 @@ def test_eval_and_render(run_folder, tmp_path):
     )
     frames = iio.imread(tmp_path / "o.gif")
     assert frames.shape[1:3] == (12, 12)
+    with pytest.raises(ValueError, match="outside"):
+        export_mesh(run_folder, 9, tmp_path / "m.ply", resolution=16)
+
+
+def test_mesh_export_of_a_frame(run_folder, tmp_path):
+    # one step from the geometric init of the default-size SDF network: still roughly its sphere around
+    # the origin (radius ~0.3-0.5 with this encoding), at every time (the time input starts at zero weight)
+    scene = load_run(run_folder)[0].data.source
+    out = tmp_path / "run"
+    argv = ["fit", "nerf", "--data", scene, "--steps", "1", "--resfield-layers", "1", "--rank", "2"]
+    assert main([*argv, "--n-samples", "8", "--batch-size", "32", "--mesh-resolution", "0", "--out", str(out)]) == 0
+    vertices, faces = read_mesh(export_mesh(out, 1, tmp_path / "m.ply", resolution=24))
+    radii = np.linalg.norm(vertices, axis=1)
+    assert len(faces) > 100 and 0.2 < np.median(radii) < 0.6 and np.linalg.norm(vertices.mean(0)) < 0.1
     with pytest.raises(ValueError, match="outside"):
         render_novel_views(run_folder, frame=5, n_views=1, size=8)
 

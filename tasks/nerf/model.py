@@ -82,6 +82,7 @@ def nerf_spec(config: NerfModelConfig, n_frames: int) -> ModelSpec:
         skips=(config.n_layers // 2,),
         init="geometric",
         sphere_radius=0.5,
+        coordinate_features=3,  # time or latent inputs start at zero weight: the initial sphere is the same at every t
         resfield_layers=tuple(config.resfield_layers),
         resfield=resfield,
     )

@@ -222,3 +222,37 @@ def render_novel_views(
     cameras = orbit_cameras(n_views, 3.0, elevation, size, size, fov_y_degrees=36.0, up=(0.0, 0.0, 1.0))
     frames = [frame if frame is not None else round(i * (n_frames - 1) / max(n_views - 1, 1)) for i in range(n_views)]
     return np.stack([task.render(predict, cam, f)["rgb"] for cam, f in zip(cameras, frames, strict=True)])
+
+
+def export_mesh(
+    folder: str | Path,
+    frame: int,
+    path: str | Path,
+    *,
+    backend: str = "torch",
+    device: str | None = None,
+    resolution: int = 128,
+) -> Path:
+    """Write the marching-cubes mesh of frame ``frame`` of a trained NeRF run folder to ``path``
+    (.ply or .obj), from a ``resolution``^3 grid over the scene box [-1, 1]^3. Returns the path."""
+    from dataclasses import replace
+
+    from resfields.backends import get_backend
+    from resfields.tasks.common.fit import load_run
+    from resfields.tasks.common.meshes import write_mesh
+
+    run, ckpt = load_run(folder)
+    if run.task != "nerf":
+        raise DataError(f"{folder}: mesh export needs a nerf run, this one is {run.task!r}")
+    task = NerfTask(replace(run.data, mesh_resolution=resolution), run.model)
+    if not 0 <= frame < task.video.n_frames:
+        raise DataError(f"frame {frame} is outside [0, {task.video.n_frames})")
+    impl = get_backend(backend)
+    model = impl.build(ckpt.spec, ckpt.arrays, device)
+    forward = task.make_forward(impl)
+    vertices, faces = task.mesh(lambda batch: impl.infer(model, forward, batch), frame)
+    if len(faces) == 0:
+        raise DataError(f"frame {frame}: the SDF has no zero crossing in the scene box, so there is no mesh")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_mesh(path, vertices, faces)
+    return Path(path)
