@@ -144,3 +144,18 @@ def test_layer_specs_mark_resfield_layers():
     rf = ResFieldSpec(capacity=4, rank=2)
     layers = layer_specs(SirenSpec(3, 1, n_layers=5, resfield_layers=(1, 2, 3), resfield=rf))
     assert [layer.resfield is not None for layer in layers] == [False, True, True, True, False]
+
+
+def test_geometric_init_keeps_non_coordinate_inputs_at_zero_weight():
+    from resfields.spec import MLPSpec, SpecError, init_rules, spec_from_json, spec_to_json
+
+    spec = MLPSpec(
+        4, 1, hidden_features=8, n_layers=4, n_frequencies=2, skips=(2,), init="geometric", coordinate_features=3
+    )
+    rules = init_rules(spec)
+    assert rules["layers.0.weight"].zero_columns == ((3, spec.encoded_features),)
+    fan_in = 8 + spec.encoded_features
+    assert rules["layers.2.weight"].zero_columns == ((fan_in - spec.encoded_features + 3, fan_in),)
+    assert spec_from_json(spec_to_json(spec)) == spec
+    with pytest.raises(SpecError, match="coordinate_features"):
+        MLPSpec(4, 1, init="geometric", coordinate_features=5)
