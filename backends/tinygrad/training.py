@@ -18,6 +18,7 @@ from tinygrad.nn.optim import Adam
 from tinygrad.nn.state import get_state_dict
 
 from resfields.errors import CheckpointError, FrameError, ShapeError
+from resfields.validate import check_frame_range, check_times
 
 from .frames import device_tensor
 
@@ -50,10 +51,14 @@ def _check_keys(model: Any, frame_ids: np.ndarray | None, times: np.ndarray | No
         return
     if frame_ids is not None:
         ids = np.asarray(frame_ids)
-        if ids.size and (ids.min() < 0 or ids.max() >= rf.capacity):
-            raise FrameError(f"frame ids must lie in [0, {rf.capacity}), got [{ids.min()}, {ids.max()}]")
-    if times is not None and not np.isfinite(np.asarray(times)).all():
-        raise FrameError("times contain NaN or infinity")
+        integer = bool(np.issubdtype(ids.dtype, np.integer))
+        low, high = (int(ids.min()), int(ids.max())) if integer and ids.size else (None, None)
+        check_frame_range(integer, low, high, rf.capacity)
+    if times is not None:
+        ts = np.asarray(times)
+        check_times(bool(np.issubdtype(ts.dtype, np.floating)), bool(np.isnan(ts).any()))
+        if np.isinf(ts).any():  # a training batch with an infinite time is a data bug, even if clamping hides it
+            raise FrameError("times contain infinity")
 
 
 def _forward(model: Any, batch: Mapping[str, Tensor]) -> Tensor:

@@ -27,6 +27,7 @@ __all__ = [
     "config_to_dict",
     "field_keys",
     "siren_spec",
+    "time_and_points",
 ]
 
 
@@ -193,3 +194,13 @@ def field_keys(model: ModelConfig, frame_ids: np.ndarray, n_frames: int) -> dict
         times = frame_to_time(np.asarray(frame_ids, dtype=np.float64), n_frames)  # type: ignore[arg-type]
         return {"times": np.broadcast_to(np.asarray(times, dtype=np.float32), np.shape(frame_ids)).copy()}
     return {"frame_ids": np.asarray(frame_ids, dtype=np.int64)}
+
+
+def time_and_points(
+    model: ModelConfig, frame_ids: np.ndarray, points: np.ndarray, n_frames: int
+) -> dict[str, np.ndarray]:
+    """Field inputs for points of given frames: ``x`` ``(N, 4)`` = (t, x, y, z) with t the frame's
+    normalised time, plus the keys of :func:`field_keys`. ``frame_ids`` ``(N,)``, ``points`` ``(N, 3)``."""
+    t = np.asarray(frame_to_time(frame_ids.astype(np.float64), n_frames), np.float32)  # type: ignore[arg-type]
+    x = np.concatenate([np.broadcast_to(t, frame_ids.shape)[:, None], points], axis=1)
+    return {"x": x.astype(np.float32), **field_keys(model, frame_ids, n_frames)}

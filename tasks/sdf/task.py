@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm import tqdm
 
-from resfields.spec import FieldSpec, frame_to_time
+from resfields.spec import FieldSpec
 from resfields.tasks.common.batches import frame_major, samples_per_frame
 from resfields.tasks.common.cameras import overview_camera
-from resfields.tasks.common.config import ModelConfig, TrainConfig, field_keys, siren_spec
+from resfields.tasks.common.config import ModelConfig, TrainConfig, siren_spec, time_and_points
 from resfields.tasks.common.media import render_mesh, side_by_side, write_video
 from resfields.tasks.common.meshes import (
     MeshSequence,
@@ -98,9 +98,7 @@ class SDFTask:
         return siren_spec(self.model, 4, 1, n_frames=self.sequence.n_frames)
 
     def _inputs(self, frame_ids: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
-        t = frame_to_time(frame_ids.astype(np.float64), self.sequence.n_frames)  # type: ignore[arg-type]
-        x = np.concatenate([np.broadcast_to(np.asarray(t, np.float32), frame_ids.shape)[:, None], points], axis=1)
-        return {"x": x.astype(np.float32), **field_keys(self.model, frame_ids, self.sequence.n_frames)}
+        return time_and_points(self.model, frame_ids, points, self.sequence.n_frames)
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
         points, sdf = self.pools
