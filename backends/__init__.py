@@ -43,9 +43,11 @@ class Backend(Protocol):
         frame_ids: np.ndarray | None = None,
         times: np.ndarray | None = None,
         dtype: str = "float32",
+        encoding_window: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """``y = model(x)``, and the gradients of ``sum(cotangent * y)`` w.r.t. ``x`` and every
-        parameter, all as float64 NumPy arrays. ``x``: ``(..., I)``; ``y``: ``(..., O)``."""
+        parameter, all as float64 NumPy arrays. ``x``: ``(..., I)``; ``y``: ``(..., O)``;
+        ``encoding_window`` ``(L,)`` weighs a PE-MLP's bands (coarse-to-fine)."""
 
     def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None) -> Trainer:
         """An Adam :class:`Trainer` for ``model``; ``loss(pred, batch) -> scalar`` uses only methods

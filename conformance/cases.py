@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from resfields.encoding import coarse_to_fine_window
 from resfields.spec import COMPRESSIONS, MODES, FieldSpec, LinearSpec, MLPSpec, ResFieldSpec, SirenSpec, frame_to_time
 
 __all__ = ["LAYOUTS", "Case", "grid", "make_inputs", "random_case"]
@@ -31,6 +32,7 @@ class Case:
     batch: int = 6
     per_row: int = 5
     seed: int = 0
+    encoding_alpha: float | None = None  # coarse-to-fine progress for PE-MLP fields (None: plain encoding)
 
 
 def make_inputs(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray | None], np.ndarray]:
@@ -60,6 +62,8 @@ def make_inputs(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray | None], n
     else:
         raise ValueError(f"unknown layout {case.layout!r}")
     kw = {"frame_ids": key, "times": None} if rf.mode == "lookup" else {"frame_ids": None, "times": key}
+    if case.encoding_alpha is not None:
+        kw["encoding_window"] = coarse_to_fine_window(case.encoding_alpha, spec.n_frequencies)
     return x, kw, cot
 
 
@@ -105,6 +109,15 @@ def grid(dtype: str = "float32") -> Iterator[Case]:
             for name, spec in fields.items():
                 layout = LAYOUTS[mode][1]
                 yield Case(f"{name}/{compression}/{mode}/{layout}", spec, layout, dtype)
+            # half-open second band: the window's weights reach the forward and the gradients
+            layout = LAYOUTS[mode][1]
+            yield Case(
+                f"mlp-relu-pe-annealed/{compression}/{mode}/{layout}",
+                fields["mlp-relu-pe"],
+                layout,
+                dtype,
+                encoding_alpha=1.5,
+            )
 
 
 def random_case(rng: np.random.Generator, index: int, dtype: str = "float32") -> Case:

@@ -80,7 +80,7 @@ def run_case(backend, case: Case, device: str = "cpu") -> Result:
     x = x.astype(np.float32).astype(np.float64)
     ref_params = {k: v.astype(np.float64) for k, v in params32.items()}
     times = kw["times"] if kw["times"] is None else np.asarray(kw["times"], dtype=np.float32).astype(np.float64)
-    kw = {"frame_ids": kw["frame_ids"], "times": times}
+    kw = {"frame_ids": kw["frame_ids"], "times": times, "encoding_window": kw.get("encoding_window")}
     y_ref = field_forward(case.spec, ref_params, x, **kw)
     grad_x_ref, grads_ref = field_vjp(case.spec, ref_params, x, cotangent, **kw)
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from resfields.errors import ResFieldsError
+
 
 def _conformance(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -28,17 +30,9 @@ def _bench(argv: list[str]) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from resfields.tasks.common.media import write_video
-    from resfields.tasks.nerf.task import export_mesh, render_novel_views
+    from resfields.tasks.nerf.views import render_command
 
-    if args.mesh is not None:
-        print(f"wrote {export_mesh(args.run, args.frame, args.mesh, backend=args.backend, device=args.device)}")
-    frame = None if args.time_sweep else args.frame
-    images = render_novel_views(
-        args.run, backend=args.backend, device=args.device, frame=frame, n_views=args.views, size=args.size
-    )
-    print(f"wrote {write_video(args.out, images, fps=args.fps)}")
-    return 0
+    return render_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,18 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fit_parser(sub)
     add_eval_parser(sub)
-    render = sub.add_parser("render", help="render an orbit of novel views from a trained nerf run folder")
-    render.add_argument("run", help="a run folder written by `resfields fit nerf`")
-    render.add_argument("--backend", choices=("torch", "tinygrad"), default="torch")
-    render.add_argument("--device", default=None)
-    when = render.add_mutually_exclusive_group()
-    when.add_argument("--frame", type=int, default=0, help="the frame to show (default 0)")
-    when.add_argument("--time-sweep", action="store_true", help="advance one frame per view instead")
-    render.add_argument("--views", type=int, default=24)
-    render.add_argument("--size", type=int, default=96)
-    render.add_argument("--fps", type=int, default=12)
-    render.add_argument("--out", default="orbit.mp4", help=".mp4 or .gif")
-    render.add_argument("--mesh", default=None, metavar="FILE.ply", help="also export --frame's mesh (128^3 grid)")
+    from resfields.tasks.nerf.views import add_render_arguments
+
+    render = sub.add_parser("render", help="render novel views (RGB, depth, normals) of a trained nerf run folder")
+    add_render_arguments(render)
     render.set_defaults(func=_render)
     # `bench` owns its arguments (see `resfields bench --help`); main() forwards them untouched
     sub.add_parser("bench", help="layer and training-step benchmarks", add_help=False)
@@ -77,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         return _bench(argv[1:])
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ResFieldsError as err:  # bad input: one line naming the problem, no traceback
+        print(f"resfields: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from resfields.errors import CheckpointError, FrameError, ShapeError
-from resfields.spec import ResFieldSpec
+from resfields.spec import MLPSpec, ResFieldSpec
 
 __all__ = [
     "broadcast_time_shape",
@@ -91,3 +91,18 @@ def check_parameters_match(own: Mapping[str, tuple[int, ...]], given: Mapping[st
     for name, shape in own.items():
         if tuple(given[name]) != tuple(shape):
             raise CheckpointError(f"parameter {name!r} has shape {tuple(given[name])}, model expects {tuple(shape)}")
+
+
+def check_encoding_window(spec: Any, window_shape: tuple[int, ...] | None) -> None:
+    """``encoding_window`` needs a PE-MLP with ``n_frequencies`` bands and has shape ``(n_frequencies,)``."""
+    if window_shape is None:
+        return
+    bands = spec.n_frequencies if isinstance(spec, MLPSpec) else 0
+    if bands == 0:
+        raise ShapeError(
+            "encoding_window applies to an MLPSpec field with n_frequencies > 0; this field has no encoding"
+        )
+    if tuple(window_shape) != (bands,):
+        raise ShapeError(
+            f"encoding_window must have shape ({bands},) (one weight per frequency band), got {tuple(window_shape)}"
+        )

@@ -8,10 +8,11 @@ import torch
 
 from resfields.backends import get_backend
 from resfields.checkpoint import load_checkpoint, save_checkpoint
+from resfields.errors import DataError, SpecError
 from resfields.init import sample_parameters
 from resfields.tasks.nerf.data import read_neus
 from resfields.tasks.nerf.model import METHODS, NerfModelConfig, nerf_loss, nerf_spec, render_batch
-from resfields.tasks.nerf.rays import RaySampler
+from resfields.tasks.nerf.rays import RaySampler, ray_distance_from_depth
 from resfields.tasks.nerf.scene import make_scene
 
 
@@ -56,7 +57,10 @@ def test_torch_training_on_the_embedded_scene(method, video):
     spec = nerf_spec(config, video.n_frames)
     arrays = sample_parameters(spec, seed=0)
     trainer = impl.trainer(
-        impl.build(spec, arrays), nerf_loss, lr=5e-3, forward=lambda m, b: render_batch(m, b, config, impl.concat)
+        impl.build(spec, arrays),
+        lambda p, b: nerf_loss(p, b, config),
+        lr=5e-3,
+        forward=lambda m, b: render_batch(m, b, config, impl.concat),
     )
     sampler = RaySampler(video, n_samples=16)
     losses = [trainer.step(sampler.sample(np.random.default_rng(s), 8)) for s in range(30)]
@@ -99,3 +103,49 @@ def test_tinygrad_renders_what_torch_renders(method, video):
         np.testing.assert_allclose(b[key].numpy(), a[key].detach().numpy(), atol=1e-5)
     # normals come from forward differences, which amplify float32 rounding by 1 / fd_step
     np.testing.assert_allclose(b["normals"].numpy(), a["normals"].detach().numpy(), atol=1e-3)
+
+
+def test_depth_maps_become_ray_distances(video):
+    # a pixel's ray distance times the ray's unit direction, from the camera centre, is the surface point
+    # whose camera-frame z is the stored depth
+    camera, depth = video.cameras[0], video.depth[0]
+    distances = ray_distance_from_depth(camera, depth)
+    v, u = np.argwhere(depth > 0)[len(np.argwhere(depth > 0)) // 2]
+    from resfields.tasks.nerf.render import rays_from_camera
+
+    origin, direction = (a[v * camera.width + u] for a in rays_from_camera(camera))
+    point = origin + distances[v * camera.width + u] * direction
+    z_cam = (point - camera.center) @ camera.rotation[:, 2]
+    assert z_cam == pytest.approx(float(depth[v, u]), rel=1e-5)
+    assert distances[depth.reshape(-1) == 0].max() == 0  # unknown stays unknown
+
+
+def test_rgbd_batches_and_losses(video):
+    batch = RaySampler(video, n_samples=8, depth=True).sample(np.random.default_rng(0), 6)
+    assert batch["depth"].shape == (3, 6, 1) and set(np.unique(batch["depth_valid"])) <= {0.0, 1.0}
+    assert (batch["depth"][:, :3] > 0).all()  # foreground rays of the embedded scene all have depth
+    t = {k: torch.as_tensor(v) for k, v in batch.items()}
+    pred = {
+        "rgb": t["rgb"].clone(),
+        "opacity": t["mask"].clamp(0.01, 0.99),
+        "eikonal": torch.tensor(0.0),
+        "depth": t["depth"] + 0.5,
+        "sdf": torch.zeros(3, 6, 8, 1),
+    }
+    base = NerfModelConfig()
+    plain = float(nerf_loss(pred, t, base))
+    with_depth = float(nerf_loss(pred, t, NerfModelConfig(depth_weight=2.0)))
+    assert with_depth - plain == pytest.approx(2.0 * 0.5, rel=1e-4)  # L1 of a 0.5 offset on foreground rays
+    # sparseness: exp(-s |0|) = 1 on every sample of a background ray, so the term is its weight
+    assert float(nerf_loss(pred, t, NerfModelConfig(sparse_weight=0.3))) - plain == pytest.approx(0.3, rel=1e-4)
+    pred["sdf"] = torch.ones(3, 6, 8, 1)
+    assert float(nerf_loss(pred, t, NerfModelConfig(sparse_weight=0.3))) - plain < 1e-6
+
+
+def test_rgbd_needs_depth_and_weights_are_checked(video):
+    from dataclasses import replace
+
+    with pytest.raises(DataError, match="depth"):
+        RaySampler(replace(video, depth=None), depth=True)
+    with pytest.raises(SpecError, match="depth_weight"):
+        NerfModelConfig(depth_weight=-1.0)

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from resfields.cli import main
+from resfields.errors import FrameError
 from resfields.tasks.common.fit import load_run
 from resfields.tasks.common.meshes import read_mesh
+from resfields.tasks.nerf.fitted import load_nerf
 from resfields.tasks.nerf.scene import make_scene
-from resfields.tasks.nerf.task import export_mesh, render_novel_views
+from resfields.tasks.nerf.task import export_mesh
 
 TINY = ["--width", "16", "--n-layers", "3", "--resfield-layers", "1", "--rank", "2", "--feature-dim", "4"]
 TINY += ["--color-width", "16", "--n-samples", "8", "--eval-chunk", "256", "--batch-size", "96"]
@@ -58,7 +60,7 @@ def test_eval_and_render(run_folder, tmp_path):
     )
     frames = iio.imread(tmp_path / "o.gif")
     assert frames.shape[1:3] == (12, 12)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(FrameError, match="frame must be an integer in"):
         export_mesh(run_folder, 9, tmp_path / "m.ply", resolution=16)
 
 
@@ -72,14 +74,68 @@ def test_mesh_export_of_a_frame(run_folder, tmp_path):
     vertices, faces = read_mesh(export_mesh(out, 1, tmp_path / "m.ply", resolution=24))
     radii = np.linalg.norm(vertices, axis=1)
     assert len(faces) > 100 and 0.2 < np.median(radii) < 0.6 and np.linalg.norm(vertices.mean(0)) < 0.1
-    with pytest.raises(ValueError, match="outside"):
-        render_novel_views(run_folder, frame=5, n_views=1, size=8)
+    with pytest.raises(FrameError, match="frame must be"):
+        load_nerf(run_folder).render(load_nerf(run_folder).orbit(1, 8)[0], frame=5)
+
+
+def test_render_api_at_any_time_from_the_checkpoint_alone(run_folder, tmp_path):
+    scene = load_nerf(run_folder)
+    assert (
+        scene.n_frames == 2
+        and scene.bounds.shape == (2, 3)
+        and set(scene.dataset_cameras) == {"cam00", "cam01", "cam02"}
+    )
+    camera = scene.orbit(1, (10, 14))[0]
+    views = scene.render(camera, time=0.0)  # between the two frames
+    assert (
+        views["rgb"].shape == (10, 14, 3) and views["depth"].shape == (10, 14) and views["normals"].shape == (10, 14, 3)
+    )
+    ends = [scene.render(camera, frame=f)["rgb"] for f in (0, 1)]
+    assert np.array_equal(scene.render(camera, time=-1.0)["rgb"], ends[0])  # a frame's time is that frame
+    # ResField coefficients blend linearly between frames; the rendered middle lies near the two ends' mean
+    assert np.abs(views["rgb"] - (ends[0] + ends[1]) / 2).mean() < np.abs(ends[0] - ends[1]).mean() + 1e-3
+    for bad in (1.5, float("nan")):
+        with pytest.raises(FrameError, match="normalised"):
+            scene.render(camera, time=bad)
+    with pytest.raises(FrameError, match="exactly one"):
+        scene.render(camera, time=0.0, frame=0)
+
+
+def test_render_cli_cameras_outputs_and_errors(run_folder, tmp_path, capsys):
+    out = tmp_path / "pngs"
+    argv = ["render", str(run_folder), "--camera", "dataset:cam01", "--time", "0.5", "--outputs", "rgb,depth,normals"]
+    assert main([*argv, "--out", str(out)]) == 0
+    image = iio.imread(out / "view_000.png")
+    assert image.shape == (16, 48, 3) and (out / "depth.npy").is_file()
+    assert '"ms_per_view"' in capsys.readouterr().out
+    cameras = tmp_path / "cams.json"
+    from resfields.tasks.nerf.fitted import camera_to_dict
+
+    cameras.write_text(json.dumps([camera_to_dict(c) for c in load_nerf(run_folder).orbit(2, 9)]))
+    assert main(["render", str(run_folder), "--camera", f"path:{cameras}", "--out", str(tmp_path / "p.gif")]) == 0
+    assert iio.imread(tmp_path / "p.gif").shape[:3] == (2, 9, 9)
+    assert main(["render", str(run_folder), "--camera", "dataset:cam09", "--out", str(tmp_path / "x.gif")]) == 2
+    assert "cam00" in capsys.readouterr().err
+    assert main(["render", str(run_folder), "--time", "3", "--out", str(tmp_path / "x.gif")]) == 2
+
+
+def test_dynerf_renders_frames_only(tmp_path, run_folder):
+    scene_dir = load_run(run_folder)[0].data.source
+    out = tmp_path / "dynerf"
+    argv = ["fit", "nerf", "--data", scene_dir, "--steps", "1", "--method", "dynerf", "--out", str(out), "--quiet"]
+    assert main([*argv, *TINY, "--mesh-resolution", "0", "--no-media"]) == 0
+    scene = load_nerf(out)
+    camera = scene.orbit(1, 8)[0]
+    assert scene.render(camera, time=1.0)["rgb"].shape == (8, 8, 3)
+    with pytest.raises(FrameError, match="latent code per frame"):
+        scene.render(camera, time=0.0)
 
 
 @pytest.mark.slow
 def test_tinygrad_renders_the_same_images(run_folder):
     """The same checkpoint rendered by torch and by tinygrad: PSNR between them >= 60 dB."""
-    a = render_novel_views(run_folder, backend="torch", frame=1, n_views=2, size=12)
-    b = render_novel_views(run_folder, backend="tinygrad", frame=1, n_views=2, size=12)
+    scenes = [load_nerf(run_folder, backend=b) for b in ("torch", "tinygrad")]
+    cameras = scenes[0].orbit(2, 12)
+    a, b = (s.render_sequence(cameras, time=0.3)["rgb"] for s in scenes)
     mse = float(np.mean((a - b) ** 2))
     assert mse == 0 or 10 * np.log10(1 / mse) >= 60

@@ -12,7 +12,7 @@ import numpy as np
 from tinygrad import Tensor
 
 from resfields.spec import AnySpec, FieldSpec, Init, LinearSpec, MLPSpec, ModelSpec, SirenSpec, init_rules, layer_specs
-from resfields.validate import check_input_features
+from resfields.validate import check_encoding_window, check_input_features
 
 from .frames import Key, plan_times
 from .layer import ResFieldLinear, as_input, init_tensor
@@ -22,11 +22,13 @@ __all__ = ["Field", "build_field", "positional_encoding", "softplus"]
 _SOFTPLUS_THRESHOLD = 20.0
 
 
-def positional_encoding(x: Tensor, n_frequencies: int, include_input: bool) -> Tensor:
-    """``(..., D) -> (..., D (include_input + 2L))``: ``[x, sin(2^0 x), cos(2^0 x), ...]``."""
+def positional_encoding(x: Tensor, n_frequencies: int, include_input: bool, window: Tensor | None = None) -> Tensor:
+    """``(..., D) -> (..., D (include_input + 2L))``: ``[x, w_0 sin(2^0 x), w_0 cos(2^0 x), ...]``;
+    ``window`` ``(L,)`` weighs the bands (None: all ones)."""
     parts = [x] if include_input else []
     for k in range(n_frequencies):
-        parts += [(2.0**k * x).sin(), (2.0**k * x).cos()]
+        band = [(2.0**k * x).sin(), (2.0**k * x).cos()]
+        parts += band if window is None else [window[k] * b for b in band]
     return parts[0].cat(*parts[1:], dim=-1) if len(parts) > 1 else parts[0]
 
 
@@ -112,18 +114,22 @@ class Field:
         frame_ids: Key | None = None,
         times: Key | None = None,
         *,
+        encoding_window: Tensor | np.ndarray | None = None,
         validate: bool = True,
     ) -> Tensor:
-        """``(..., in_features) -> (..., out_features)``."""
+        """``(..., in_features) -> (..., out_features)``; ``encoding_window`` ``(n_frequencies,)``
+        weighs the encoding bands of a PE-MLP (coarse-to-fine annealing)."""
         spec = self.spec
         x = as_input(x, self.layers[0].weight.device)
         check_input_features(tuple(x.shape), spec.in_features)
+        check_encoding_window(spec, None if encoding_window is None else tuple(encoding_window.shape))
         lead = tuple(x.shape[:-1])
         plan = plan_times(spec.resfield, lead, frame_ids, times, validate, x.device)
         h = x.reshape(math.prod(lead), spec.in_features)
         encoded = h
         if isinstance(spec, MLPSpec):
-            encoded = h = positional_encoding(h, spec.n_frequencies, spec.include_input)
+            window = None if encoding_window is None else as_input(encoding_window, x.device)
+            encoded = h = positional_encoding(h, spec.n_frequencies, spec.include_input, window)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if isinstance(spec, MLPSpec) and i in spec.skips:

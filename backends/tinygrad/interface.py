@@ -59,7 +59,7 @@ class TinygradBackend:
     def tensor(self, array: np.ndarray, like: Tensor) -> Tensor:
         return device_tensor(np.asarray(array, dtype=np.float32), like.device)
 
-    def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32"):
+    def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32", encoding_window=None):
         if dtype != "float32":
             raise ValueError(f"the tinygrad backend is checked in float32 only, not {dtype}")
         params = get_state_dict(model)
@@ -71,7 +71,8 @@ class TinygradBackend:
         # keys stay NumPy: the field validates them on the host, then copies them to x's device
         ids = None if frame_ids is None else np.asarray(frame_ids, dtype=np.int32)
         ts = None if times is None else np.asarray(times, dtype=np.float32)
-        y = model(xt, frame_ids=ids, times=ts)
+        window = {} if encoding_window is None else {"encoding_window": np.asarray(encoding_window, np.float32)}
+        y = model(xt, frame_ids=ids, times=ts, **window)
         (y * Tensor(np.asarray(cotangent, dtype=np.float32), device=device)).sum().backward()
         grads = {k: _np(p.grad) if p.grad is not None else np.zeros(p.shape) for k, p in params.items()}
         return _np(y), _np(xt.grad), grads

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from resfields.spec import AnySpec, FieldSpec, LinearSpec, MLPSpec, ModelSpec, SirenSpec, init_rules, layer_specs
-from resfields.validate import check_input_features
+from resfields.validate import check_encoding_window, check_input_features
 
 from .frames import plan_frames
 from .layer import ResFieldLinear, init_parameter_
@@ -21,11 +21,15 @@ from .layer import ResFieldLinear, init_parameter_
 __all__ = ["Field", "build_field", "positional_encoding"]
 
 
-def positional_encoding(x: torch.Tensor, n_frequencies: int, include_input: bool) -> torch.Tensor:
-    """``(..., D) -> (..., D (include_input + 2L))``: ``[x, sin(2^0 x), cos(2^0 x), ...]``."""
+def positional_encoding(
+    x: torch.Tensor, n_frequencies: int, include_input: bool, window: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(..., D) -> (..., D (include_input + 2L))``: ``[x, w_0 sin(2^0 x), w_0 cos(2^0 x), ...]``;
+    ``window`` ``(L,)`` weighs the bands (None: all ones)."""
     parts = [x] if include_input else []
     for k in range(n_frequencies):
-        parts += [torch.sin(2.0**k * x), torch.cos(2.0**k * x)]
+        band = [torch.sin(2.0**k * x), torch.cos(2.0**k * x)]
+        parts += band if window is None else [window[k] * b for b in band]
     return torch.cat(parts, dim=-1)
 
 
@@ -65,21 +69,27 @@ class Field(nn.Module):
         frame_ids: torch.Tensor | int | None = None,
         times: torch.Tensor | float | None = None,
         *,
+        encoding_window: torch.Tensor | None = None,
         validate: bool = True,
     ) -> torch.Tensor:
         """``(..., in_features) -> (..., out_features)``.
 
+        ``encoding_window`` ``(n_frequencies,)`` weighs the encoding bands of a PE-MLP (coarse-to-fine).
         ``validate`` exists so one call works on both backends (tinygrad skips its device read-back
         when False); torch checks the keys either way, since its frame plan reads them back anyway.
         """
         spec = self.spec
         check_input_features(tuple(x.shape), spec.in_features)
+        check_encoding_window(spec, None if encoding_window is None else tuple(encoding_window.shape))
         lead = tuple(x.shape[:-1])
         plan = plan_frames(spec.resfield, lead, frame_ids, times, x.device)
         h = x.reshape(-1, spec.in_features) if plan is None else plan.sort(x)
         encoded = h
         if isinstance(spec, MLPSpec):
-            encoded = h = positional_encoding(h, spec.n_frequencies, spec.include_input)
+            window = (
+                None if encoding_window is None else torch.as_tensor(encoding_window, dtype=h.dtype, device=h.device)
+            )
+            encoded = h = positional_encoding(h, spec.n_frequencies, spec.include_input, window)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if isinstance(spec, MLPSpec) and i in spec.skips:

@@ -43,7 +43,7 @@ class TorchBackend:
     def tensor(self, array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=like.device)
 
-    def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32"):
+    def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32", encoding_window=None):
         device = next(model.parameters()).device
         model.zero_grad(set_to_none=True)
         xt = torch.tensor(x, dtype=torch.float32, device=device, requires_grad=True)
@@ -51,7 +51,12 @@ class TorchBackend:
         ts = None if times is None else torch.as_tensor(times, dtype=torch.float32, device=device)
         # bf16 runs the way users run it: fp32 parameters under autocast
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-            y = model(xt, frame_ids=ids, times=ts)
+            window = (
+                {}
+                if encoding_window is None
+                else {"encoding_window": torch.as_tensor(encoding_window, dtype=torch.float32, device=device)}
+            )
+            y = model(xt, frame_ids=ids, times=ts, **window)
         (y.float() * torch.as_tensor(cotangent, dtype=torch.float32, device=device)).sum().backward()
         grads = {name: _np(p.grad) if p.grad is not None else np.zeros(p.shape) for name, p in model.named_parameters()}
         return _np(y), _np(xt.grad), grads

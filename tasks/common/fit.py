@@ -159,7 +159,7 @@ def fit(
     bar = tqdm(range(start, end), desc=f"fit {run.task} [{backend}]", disable=not progress, initial=start)
     t0 = time.perf_counter()
     for step in bar:
-        batch = task.sample(np.random.default_rng([train.seed, step]), train.batch_size)
+        batch = task.sample(np.random.default_rng([train.seed, step]), train.batch_size, step=step)
         loss = trainer.step(batch, train.lr_factor(step))
         if not math.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss} at step {step}; lower the learning rate (--lr)")
@@ -191,6 +191,8 @@ def fit(
         "metrics": metrics,
     }
     metadata = {"task": run.task, "run": config_to_dict(run), "step": end, "backend": backend}
+    if hasattr(task, "metadata"):
+        metadata["scene"] = task.metadata()
     save_checkpoint(out, spec, final_arrays, metadata={**metadata, "metrics": _finite(metrics)})
     save_file({k: np.ascontiguousarray(v) for k, v in trainer.optimizer_state().items()}, str(out / STATE_ARRAYS))
     state = {"step": end, "wall_time_s": train_time, "history": history, "evals": evals}

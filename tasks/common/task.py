@@ -41,8 +41,9 @@ class Task(Protocol):
     def field_spec(self) -> FieldSpec:
         """The field this task fits, for ``model``."""
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-        """A training batch of the same shape on every call (compiled steps need fixed shapes):
+    def sample(self, rng: np.random.Generator, batch_size: int, step: int = 0) -> dict[str, np.ndarray]:
+        """The training batch of ``step`` (for schedules such as coarse-to-fine annealing; ``rng``
+        already depends on it), of the same shape on every call (compiled steps need fixed shapes):
         ``x`` ``(F, P, I)`` with ``P`` samples of each of ``F`` frames, ``frame_ids`` or ``times``
         ``(F, 1)`` (none for a vanilla field), plus what :meth:`loss` reads (see
         :mod:`resfields.tasks.common.batches`)."""
@@ -57,7 +58,8 @@ class Task(Protocol):
         :class:`~resfields.tasks.common.config.ModelConfig`) and ``make_forward(backend) ->
         forward(model, batch)`` when its model is not called as ``model(x, frame_ids, times)`` (e.g.
         a NeRF that renders rays); then ``predict(batch)`` takes a NumPy batch and returns the
-        forward's outputs as a dict of NumPy arrays."""
+        forward's outputs as a dict of NumPy arrays. ``metadata() -> dict`` (optional) is stored in the
+        checkpoint as ``scene``: what using the model needs besides its weights (e.g. a NeRF's box)."""
 
     def write_media(self, predict: Predict, out_dir: Path) -> list[Path]:
         """Images, videos and meshes people would rather look at; returns the files written."""

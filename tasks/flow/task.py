@@ -145,7 +145,7 @@ class FlowTask:
     def _inputs(self, frame_ids: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
         return time_and_points(self.model, frame_ids, points, self.sequence.n_frames)
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+    def sample(self, rng: np.random.Generator, batch_size: int, step: int = 0) -> dict[str, np.ndarray]:
         pool, n_train = self.sets["train"], len(self.frames[0])
         # the pool holds points_per_frame consecutive rows per training frame
         per_frame, pool_rows = samples_per_frame(batch_size, n_train), self.options.points_per_frame

@@ -11,9 +11,11 @@ What differs is how time enters the SDF network:
 * ``dnerf``: a deformation MLP maps ``(x, t)`` to an offset into a canonical space.
 
 Normals and the eikonal term use forward differences of the SDF (three extra evaluations), which
-needs no second-order autograd and so runs the same on both backends. Simplifications against
-upstream, for now: no coarse-to-fine annealing of the encoding, and the time/latent inputs are
-encoded together with the position.
+needs no second-order autograd and so runs the same on both backends. The encoding is annealed
+coarse to fine over ``anneal_steps`` (:mod:`resfields.encoding`). ResField layers take the
+normalised time (interpolation mode, one coefficient per frame by default), so a frame's time gives
+exactly that frame's weights and times in between blend the two neighbours. Simplification against
+upstream: the time/latent inputs are encoded together with the position.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from resfields.errors import SpecError
 from resfields.spec import ArraySpec, Init, MLPSpec, ModelSpec, ResFieldSpec
 
 from .render import accumulate_along_rays, laplace_density, render_weight_from_density
@@ -58,6 +61,19 @@ class NerfModelConfig:
     latent_dim: int = 16
     beta_init: float = 0.1
     fd_step: float = 1e-3  # forward-difference step for normals, in scene units
+    anneal_steps: int = 500  # coarse-to-fine: all encoding bands are open after this many steps (0: from the start)
+    mask_weight: float = 0.1
+    eikonal_weight: float = 0.1
+    depth_weight: float = 0.0  # RGB-D: L1 between rendered and measured ray distance (needs depth maps)
+    sparse_weight: float = 0.0  # RGB-D: exp(-sparse_scale |sdf|) on samples of background rays
+    sparse_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        for name in ("anneal_steps", "mask_weight", "eikonal_weight", "depth_weight", "sparse_weight"):
+            if getattr(self, name) < 0:
+                raise SpecError(f"nerf model: {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.method not in METHODS:
+            raise SpecError(f"nerf model: method must be one of {METHODS}, got {self.method!r}")
 
 
 def _sdf_inputs(config: NerfModelConfig) -> int:
@@ -70,7 +86,7 @@ def nerf_spec(config: NerfModelConfig, n_frames: int) -> ModelSpec:
     resfield = None
     if config.resfield_layers:
         capacity = n_frames if config.capacity is None else config.capacity
-        resfield = ResFieldSpec(capacity=capacity, rank=config.rank)
+        resfield = ResFieldSpec(capacity=capacity, rank=config.rank, mode="interpolation")
     sdf = MLPSpec(
         _sdf_inputs(config),
         1 + config.feature_dim,
@@ -97,8 +113,13 @@ def nerf_spec(config: NerfModelConfig, n_frames: int) -> ModelSpec:
 
 
 def sdf_and_feature(model: Any, config: NerfModelConfig, points: Any, batch: dict[str, Any], concat: Any) -> Any:
-    """The SDF network at ``points`` (F, P, S, 3): returns (F, P, S, 1 + feature_dim)."""
-    keys = {"frame_ids": batch["frame"]} if config.resfield_layers else {}
+    """The SDF network at ``points`` (F, P, S, 3): returns (F, P, S, 1 + feature_dim).
+
+    Reads ``time`` (F, 1, 1, 1), ``frame`` (F, 1, 1) (DyNeRF) and, when present, ``window``
+    (n_frequencies,) the coarse-to-fine band weights."""
+    keys = {"times": batch["time"][..., 0]} if config.resfield_layers else {}
+    if "window" in batch:
+        keys["encoding_window"] = batch["window"]
     ones = points[..., :1] * 0 + 1  # broadcasts per-frame inputs (F, 1, 1, C) to every sample
     if config.method == "tnerf":
         inputs = concat([points, batch["time"] * ones], -1)
@@ -119,7 +140,7 @@ def render_batch(model: Any, batch: dict[str, Any], config: NerfModelConfig, con
     the forward-difference steps (:func:`difference_offsets`). ``concat`` is the backend's
     ``concat(tensors, axis)``.
     Returns ``rgb`` (F, P, 3), ``opacity`` (F, P, 1), ``depth`` (F, P, 1), ``normals`` (F, P, 3) and
-    ``eikonal`` (a scalar: mean of (|grad sdf| - 1)^2).
+    ``eikonal`` (a scalar: mean of (|grad sdf| - 1)^2) and ``sdf`` (F, P, S, 1) at the samples.
     """
     points = batch["points"]
     out = sdf_and_feature(model, config, points, batch, concat)
@@ -142,6 +163,7 @@ def render_batch(model: Any, batch: dict[str, Any], config: NerfModelConfig, con
         "depth": accumulate_along_rays(weights, mids),
         "normals": accumulate_along_rays(weights, normals),
         "eikonal": (grad_norm - 1).square().mean(),
+        "sdf": sdf,
     }
 
 
@@ -150,13 +172,27 @@ def difference_offsets(step: float) -> np.ndarray:
     return (np.eye(3) * step).reshape(3, 1, 1, 1, 3).astype(np.float32)
 
 
-def nerf_loss(pred: dict[str, Any], batch: dict[str, Any], mask_weight: float = 0.1, eikonal: float = 0.1) -> Any:
-    """L1 colour on foreground rays, mask BCE on the opacity, eikonal (the upstream RGB recipe).
+def nerf_loss(pred: dict[str, Any], batch: dict[str, Any], config: NerfModelConfig) -> Any:
+    """The upstream recipe: L1 colour on foreground rays, mask BCE on the opacity, eikonal; RGB-D adds
+    L1 on the rendered ray distance where depth is known and a sparseness term.
 
-    ``batch``: ``rgb`` (F, P, 3) targets on a black background, ``mask`` (F, P, 1) in {0, 1}.
+    ``batch``: ``rgb`` (F, P, 3) targets on a black background, ``mask`` (F, P, 1) in {0, 1}; with
+    ``depth_weight`` > 0 also ``depth`` (F, P, 1) ray distances and ``depth_valid`` (F, P, 1) in {0, 1}.
+    Sparseness is ``exp(-sparse_scale |sdf|)`` averaged over the samples of background rays: the
+    mask says those rays cross no surface, so the SDF should stay away from zero along them.
     """
     mask = batch["mask"]
     rgb = ((pred["rgb"] - batch["rgb"]).abs() * mask).sum() / (mask.sum() * 3 + 1e-6)
     opacity = pred["opacity"].clip(1e-4, 1 - 1e-4)
     bce = -(mask * opacity.log() + (1 - mask) * (1 - opacity).log()).mean()
-    return rgb + mask_weight * bce + eikonal * pred["eikonal"]
+    loss = rgb + config.mask_weight * bce + config.eikonal_weight * pred["eikonal"]
+    if config.depth_weight > 0:
+        valid = batch["depth_valid"] * mask
+        depth = ((pred["depth"] - batch["depth"]).abs() * valid).sum() / (valid.sum() + 1e-6)
+        loss = loss + config.depth_weight * depth
+    if config.sparse_weight > 0:
+        background = (1 - mask).unsqueeze(-1)  # (F, P, 1, 1) against sdf (F, P, S, 1)
+        near_zero = (pred["sdf"].abs() * -config.sparse_scale).exp() * background
+        samples = background.sum() * pred["sdf"].shape[-2] + 1e-6
+        loss = loss + config.sparse_weight * near_zero.sum() / samples
+    return loss

@@ -12,20 +12,43 @@ from functools import cached_property
 
 import numpy as np
 
+from resfields.errors import DataError
 from resfields.spec import frame_to_time
+from resfields.tasks.common.cameras import Camera
 
 from .data import MultiViewVideo
 from .model import difference_offsets
 from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
 
-__all__ = ["RaySampler"]
+__all__ = ["RaySampler", "ray_distance_from_depth"]
+
+
+def ray_distance_from_depth(camera: Camera, depth: np.ndarray) -> np.ndarray:
+    """Camera z-depth (H, W) -> distance along each pixel's unit ray (H*W,), float32; 0 stays 0 (unknown).
+
+    Depth maps store the camera-frame z; the renderer's depth is the distance along the unit ray,
+    longer by ``1 / cos`` of the angle between the ray and the optical axis.
+    """
+    _, directions = rays_from_camera(camera)
+    cosine = directions @ camera.rotation[:, 2]  # camera z axis in world coordinates
+    return (depth.reshape(-1) / cosine).astype(np.float32)
 
 
 class RaySampler:
-    """Balanced foreground/background ray batches over all frames of the training images."""
+    """Balanced foreground/background ray batches over all frames of the training images; with
+    ``depth=True`` the batches also carry each ray's measured distance (RGB-D training)."""
 
-    def __init__(self, video: MultiViewVideo, n_samples: int = 32, fd_step: float = 1e-3) -> None:
-        self.video, self.n_samples, self.fd_step = video, n_samples, fd_step
+    def __init__(self, video: MultiViewVideo, n_samples: int = 32, fd_step: float = 1e-3, depth: bool = False) -> None:
+        if depth and video.depth is None:
+            raise DataError(f"{video.name or 'the scene'}: RGB-D training needs depth maps and this data has none")
+        self.video, self.n_samples, self.fd_step, self.depth = video, n_samples, fd_step, depth
+
+    @cached_property
+    def _ray_depth(self) -> np.ndarray:
+        """(N * H * W,) measured ray distances of every pixel (0 = unknown)."""
+        v = self.video
+        assert v.depth is not None
+        return np.concatenate([ray_distance_from_depth(c, d) for c, d in zip(v.cameras, v.depth, strict=True)])
 
     @cached_property
     def _rays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +71,8 @@ class RaySampler:
 
     def sample(self, rng: np.random.Generator, rays_per_frame: int) -> dict[str, np.ndarray]:
         """A batch (NumPy): ``points``/``dirs`` (F, P, S, 3), ``t_starts``/``t_ends`` (F, P, S), ``rgb``
-        (F, P, 3), ``mask`` (F, P, 1), ``time`` (F, 1, 1, 1), ``frame`` (F, 1, 1), ``offsets``."""
+        (F, P, 3), ``mask`` (F, P, 1), ``time`` (F, 1, 1, 1), ``frame`` (F, 1, 1), ``offsets``; with
+        depth also ``depth`` and ``depth_valid`` (F, P, 1)."""
         v, p = self.video, rays_per_frame
         chosen = []
         for fg, bg in self._pixels:
@@ -65,7 +89,7 @@ class RaySampler:
         points = sample_points(origins.reshape(-1, 3), dirs.reshape(-1, 3), t_starts, t_ends)
         f = v.n_frames
         frames = np.arange(f)
-        return {
+        batch = {
             "points": points.reshape(f, p, self.n_samples, 3),
             "dirs": np.broadcast_to(dirs[:, :, None, :], (f, p, self.n_samples, 3)).astype(np.float32),
             "t_starts": t_starts.reshape(f, p, self.n_samples),
@@ -76,3 +100,7 @@ class RaySampler:
             "frame": frames.reshape(f, 1, 1),
             "offsets": difference_offsets(self.fd_step),
         }
+        if self.depth:
+            depth = self._ray_depth[flat.ravel()].reshape(f, p, 1)
+            batch["depth"], batch["depth_valid"] = depth, (depth > 0).astype(np.float32)
+        return batch

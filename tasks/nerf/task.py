@@ -15,18 +15,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from resfields.encoding import annealing_alpha, coarse_to_fine_window
 from resfields.errors import DataError
 from resfields.spec import ModelSpec, frame_to_time
 from resfields.tasks.common.batches import samples_per_frame
 from resfields.tasks.common.config import TrainConfig
 from resfields.tasks.common.media import side_by_side, write_image, write_video
-from resfields.tasks.common.meshes import extract_mesh, grid_points
 from resfields.tasks.common.metrics import chamfer_l1, mean_ssim, psnr, sample_mesh_surface
 
 from .data import MultiViewVideo, read_dnerf, read_neus
-from .model import NerfModelConfig, difference_offsets, nerf_loss, nerf_spec, render_batch, sdf_and_feature
+from .fitted import FittedNerf, camera_to_dict, load_nerf, render_view
+from .model import NerfModelConfig, nerf_loss, nerf_spec, render_batch, sdf_and_feature
 from .rays import RaySampler
-from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
 from .scene import embedded_scene
 
 __all__ = ["NerfOptions", "NerfTask"]
@@ -70,7 +70,8 @@ class NerfTask:
 
     @cached_property
     def sampler(self) -> RaySampler:
-        return RaySampler(self.video, n_samples=self.options.n_samples, fd_step=self.model.fd_step)
+        depth = self.model.depth_weight > 0
+        return RaySampler(self.video, n_samples=self.options.n_samples, fd_step=self.model.fd_step, depth=depth)
 
     def prepare(self) -> None:
         _ = self.sampler._pixels, self.sampler._rays
@@ -89,44 +90,52 @@ class NerfTask:
 
         return forward
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-        return self.sampler.sample(rng, samples_per_frame(batch_size, self.video.n_frames))
+    def sample(self, rng: np.random.Generator, batch_size: int, step: int = 0) -> dict[str, np.ndarray]:
+        """A ray batch (see :meth:`RaySampler.sample`) plus the coarse-to-fine ``window`` at ``step``."""
+        batch = self.sampler.sample(rng, samples_per_frame(batch_size, self.video.n_frames))
+        m = self.model
+        if m.n_frequencies > 0:
+            alpha = annealing_alpha(step, m.anneal_steps, m.n_frequencies)
+            batch["window"] = coarse_to_fine_window(alpha, m.n_frequencies)
+        return batch
 
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
-        return nerf_loss(pred, batch)
+        return nerf_loss(pred, batch, self.model)
 
     def render(self, predict: Any, camera: Any, frame: int, background: float = 1.0) -> dict[str, np.ndarray]:
-        """Render one view at one frame: ``rgb`` (H, W, 3) on ``background``, ``opacity``/``depth`` (H, W)."""
-        origins, dirs = rays_from_camera(camera)
-        n, chunk, s = len(origins), self.options.eval_chunk, self.options.n_samples
-        time = np.float32(frame_to_time(float(frame), self.video.n_frames))
-        parts: dict[str, list[np.ndarray]] = {"rgb": [], "opacity": [], "depth": []}
-        for start in range(0, n, chunk):
-            o, d = origins[start : start + chunk], dirs[start : start + chunk]
-            filled = len(o)
-            if filled < chunk:  # pad: compiled backends see one shape
-                o = np.concatenate([o, np.repeat(o[-1:], chunk - filled, 0)])
-                d = np.concatenate([d, np.repeat(d[-1:], chunk - filled, 0)])
-            near, far, _ = ray_box_intersection(o, d, self.video.bounds)
-            t0, t1 = stratified_samples(near, far, s, None)
-            batch = {
-                "points": sample_points(o, d, t0, t1)[None],
-                "dirs": np.broadcast_to(d[None, :, None, :], (1, chunk, s, 3)).astype(np.float32),
-                "t_starts": t0[None],
-                "t_ends": t1[None],
-                "time": np.full((1, 1, 1, 1), time, np.float32),
-                "frame": np.full((1, 1, 1), frame, np.int64),
-                "offsets": difference_offsets(self.model.fd_step),
-            }
-            out = predict(batch)
-            for key in parts:
-                parts[key].append(out[key][0, :filled])
-        h, w = camera.height, camera.width
-        rgb, opacity = np.concatenate(parts["rgb"]), np.concatenate(parts["opacity"])
+        """Render one view at one frame: ``rgb`` (H, W, 3) on ``background``, ``opacity``/``depth`` (H, W),
+        ``normals`` (H, W, 3)."""
+        time = frame_to_time(float(frame), self.video.n_frames)
+        o = self.options
+        return render_view(
+            predict,
+            camera,
+            self.video.bounds,
+            self.model,
+            n_samples=o.n_samples,
+            chunk=o.eval_chunk,
+            time=time,
+            frame=frame,
+            background=background,
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        """What rendering needs besides the model, stored in the checkpoint: frame count, scene box
+        and one camera per physical camera of the data (``cam00``, ... with its split)."""
+        v = self.video
+        cameras, splits = {}, {}
+        for split, images in v.split.items():
+            for i in images:
+                splits.setdefault(int(v.camera_ids[i]), split)
+        for i, camera_id in enumerate(v.camera_ids):
+            name = f"cam{int(camera_id):02d}"
+            if name not in cameras:
+                cameras[name] = camera_to_dict(v.cameras[i])
         return {
-            "rgb": np.clip(rgb + (1.0 - opacity) * background, 0, 1).reshape(h, w, 3),
-            "opacity": opacity.reshape(h, w),
-            "depth": np.concatenate(parts["depth"]).reshape(h, w),
+            "n_frames": v.n_frames,
+            "bounds": v.bounds.tolist(),
+            "cameras": cameras,
+            "camera_splits": {f"cam{k:02d}": split for k, split in sorted(splits.items())},
         }
 
     def _test_views(self, predict: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -139,21 +148,13 @@ class NerfTask:
 
     def mesh(self, predict: Any, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """Marching cubes of the SDF at ``frame`` on a ``mesh_resolution``^3 grid over [-1, 1]^3."""
-        r, chunk = self.options.mesh_resolution, 16384
-        points = grid_points(r)
-        time = np.float32(frame_to_time(float(frame), self.video.n_frames))
-        values = []
-        for start in range(0, len(points), chunk):
-            part = points[start : start + chunk]
-            filled = len(part)
-            part = np.concatenate([part, np.zeros((chunk - filled, 3), np.float32)])
-            batch = {
-                "points": part.reshape(1, chunk, 1, 3),
-                "time": np.full((1, 1, 1, 1), time, np.float32),
-                "frame": np.full((1, 1, 1), frame, np.int64),
-            }
-            values.append(predict(batch)["sdf"].reshape(-1)[:filled])
-        return extract_mesh(np.concatenate(values).reshape(r, r, r))
+        return self.fitted(predict).mesh(frame, self.options.mesh_resolution)
+
+    def fitted(self, predict: Any) -> FittedNerf:
+        """A :class:`FittedNerf` view of this task's scene around a ``predict(batch)``."""
+        backend = _PredictOnly(predict)
+        o, v = self.options, self.video
+        return FittedNerf(self.model, v.n_frames, v.bounds, o.n_samples, backend, None, None, o.eval_chunk)
 
     def evaluate(self, predict: Any) -> dict[str, float]:
         """Novel-view PSNR (white background), foreground-masked PSNR and SSIM over all held-out views;
@@ -189,39 +190,14 @@ class NerfTask:
 TASK = NerfTask
 
 
-def render_novel_views(
-    folder: str | Path,
-    *,
-    backend: str = "torch",
-    device: str | None = None,
-    frame: int | None = None,
-    n_views: int = 24,
-    size: int = 96,
-    elevation: float = 25.0,
-) -> np.ndarray:
-    """An orbit of ``n_views`` novel views of a trained NeRF run folder at ``frame`` (None: a time sweep,
-    frame ``i`` at view ``i``): ``(n_views, size, size, 3)`` images on white.
+class _PredictOnly:
+    """Adapts a bare ``predict(batch)`` to the ``infer(model, forward, batch)`` FittedNerf calls."""
 
-    The cameras circle the scene's up axis (world z, as the embedded scene) at radius 3.
-    """
-    from resfields.backends import get_backend
-    from resfields.tasks.common.cameras import orbit_cameras
-    from resfields.tasks.common.fit import load_run
+    def __init__(self, predict: Any) -> None:
+        self._predict = predict
 
-    run, ckpt = load_run(folder)
-    if run.task != "nerf":
-        raise DataError(f"{folder}: render needs a nerf run, this one is {run.task!r}")
-    task = NerfTask(run.data, run.model)
-    impl = get_backend(backend)
-    model = impl.build(ckpt.spec, ckpt.arrays, device)
-    forward = task.make_forward(impl)
-    predict = lambda batch: impl.infer(model, forward, batch)  # noqa: E731
-    n_frames = task.video.n_frames
-    if frame is not None and not 0 <= frame < n_frames:
-        raise DataError(f"frame {frame} is outside [0, {n_frames})")
-    cameras = orbit_cameras(n_views, 3.0, elevation, size, size, fov_y_degrees=36.0, up=(0.0, 0.0, 1.0))
-    frames = [frame if frame is not None else round(i * (n_frames - 1) / max(n_views - 1, 1)) for i in range(n_views)]
-    return np.stack([task.render(predict, cam, f)["rgb"] for cam, f in zip(cameras, frames, strict=True)])
+    def infer(self, model: Any, forward: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._predict(batch)
 
 
 def export_mesh(
@@ -235,22 +211,9 @@ def export_mesh(
 ) -> Path:
     """Write the marching-cubes mesh of frame ``frame`` of a trained NeRF run folder to ``path``
     (.ply or .obj), from a ``resolution``^3 grid over the scene box [-1, 1]^3. Returns the path."""
-    from dataclasses import replace
-
-    from resfields.backends import get_backend
-    from resfields.tasks.common.fit import load_run
     from resfields.tasks.common.meshes import write_mesh
 
-    run, ckpt = load_run(folder)
-    if run.task != "nerf":
-        raise DataError(f"{folder}: mesh export needs a nerf run, this one is {run.task!r}")
-    task = NerfTask(replace(run.data, mesh_resolution=resolution), run.model)
-    if not 0 <= frame < task.video.n_frames:
-        raise DataError(f"frame {frame} is outside [0, {task.video.n_frames})")
-    impl = get_backend(backend)
-    model = impl.build(ckpt.spec, ckpt.arrays, device)
-    forward = task.make_forward(impl)
-    vertices, faces = task.mesh(lambda batch: impl.infer(model, forward, batch), frame)
+    vertices, faces = load_nerf(folder, backend=backend, device=device).mesh(frame, resolution)
     if len(faces) == 0:
         raise DataError(f"frame {frame}: the SDF has no zero crossing in the scene box, so there is no mesh")
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,7 @@ class SDFTask:
     def _inputs(self, frame_ids: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
         return time_and_points(self.model, frame_ids, points, self.sequence.n_frames)
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+    def sample(self, rng: np.random.Generator, batch_size: int, step: int = 0) -> dict[str, np.ndarray]:
         points, sdf = self.pools
         n_frames, pool = sdf.shape
         frame_ids = np.repeat(np.arange(n_frames), samples_per_frame(batch_size, n_frames))

@@ -80,7 +80,7 @@ class VideoTask:
     def field_spec(self) -> FieldSpec:
         return siren_spec(self.model, 3, 3, n_frames=self.data.n_frames)
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+    def sample(self, rng: np.random.Generator, batch_size: int, step: int = 0) -> dict[str, np.ndarray]:
         n_train = len(self.data.split.train_frames)
         batch = self.data.sample(rng, samples_per_frame(batch_size, n_train) * n_train)  # equal shares
         keys = field_keys(self.model, batch["frame_ids"], self.data.n_frames)

@@ -1,0 +1,287 @@
+"""A fitted dynamic NeRF, ready to render: the Python API behind ``resfields render``.
+
+>>> scene = load_nerf("runs/nerf", backend="tinygrad")              # doctest: +SKIP
+>>> views = scene.render(camera, time=0.25)                         # doctest: +SKIP
+>>> views["rgb"].shape, views["depth"].shape, views["normals"].shape  # doctest: +SKIP
+((96, 96, 3), (96, 96), (96, 96, 3))
+
+Everything rendering needs (frame count, scene box, sample count, model) lives in the checkpoint,
+so a pretrained scene renders without its training data. Time is the library's one convention:
+frame ``f`` of ``T`` sits at ``t = -1 + 2 f / (T - 1)``; a time between frames blends the two
+neighbouring frames' ResField coefficients (DyNeRF, whose latent codes exist per frame only, needs a
+time on a frame).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resfields.errors import DataError, FrameError
+from resfields.spec import frame_to_time
+from resfields.tasks.common.cameras import Camera, orbit_cameras
+
+from .model import NerfModelConfig, difference_offsets
+from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
+
+__all__ = [
+    "FittedNerf",
+    "camera_batches",
+    "camera_from_dict",
+    "camera_to_dict",
+    "cameras_from_json",
+    "load_nerf",
+    "render_view",
+    "resolve_time",
+]
+
+OUTPUTS = ("rgb", "opacity", "depth", "normals")
+
+
+def resolve_time(n_frames: int, *, time: float | None = None, frame: int | None = None) -> tuple[float, int]:
+    """``(t, nearest frame)`` from exactly one of a normalised ``time`` in [-1, 1] or a ``frame`` id."""
+    if (time is None) == (frame is None):
+        raise FrameError("give exactly one of time (normalised, in [-1, 1]) or frame (an integer id)")
+    if frame is not None:
+        if isinstance(frame, bool) or not isinstance(frame, int | np.integer) or not 0 <= frame < n_frames:
+            raise FrameError(f"frame must be an integer in [0, {n_frames}), got {frame!r}")
+        return frame_to_time(int(frame), n_frames), int(frame)
+    t = float(time)  # type: ignore[arg-type]
+    if not (math.isfinite(t) and -1.0 <= t <= 1.0):
+        raise FrameError(f"time must be a finite number in [-1, 1] (the normalised time convention), got {time!r}")
+    nearest = 0 if n_frames == 1 else round((t + 1.0) / 2.0 * (n_frames - 1))
+    return t, int(nearest)
+
+
+def camera_batches(
+    camera: Camera,
+    bounds: np.ndarray,
+    *,
+    n_samples: int,
+    chunk: int,
+    time: float,
+    frame: int,
+    fd_step: float,
+) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """The rays of a whole image as fixed-size batches (last one padded): yields ``(batch, filled)``.
+
+    ``batch`` holds one frame of ``chunk`` rays: ``points``/``dirs`` (1, chunk, S, 3), ``t_starts``/
+    ``t_ends`` (1, chunk, S), ``time`` (1, 1, 1, 1), ``frame`` (1, 1, 1), ``offsets``; ``filled`` rows
+    are real rays. Bin midpoints (no jitter): rendering is deterministic.
+    """
+    origins, dirs = rays_from_camera(camera)
+    for start in range(0, len(origins), chunk):
+        o, d = origins[start : start + chunk], dirs[start : start + chunk]
+        filled = len(o)
+        if filled < chunk:  # pad: compiled backends see one shape
+            o = np.concatenate([o, np.repeat(o[-1:], chunk - filled, 0)])
+            d = np.concatenate([d, np.repeat(d[-1:], chunk - filled, 0)])
+        near, far, _ = ray_box_intersection(o, d, bounds)
+        t0, t1 = stratified_samples(near, far, n_samples, None)
+        batch = {
+            "points": sample_points(o, d, t0, t1)[None],
+            "dirs": np.broadcast_to(d[None, :, None, :], (1, chunk, n_samples, 3)).astype(np.float32),
+            "t_starts": t0[None],
+            "t_ends": t1[None],
+            "time": np.full((1, 1, 1, 1), time, np.float32),
+            "frame": np.full((1, 1, 1), frame, np.int64),
+            "offsets": difference_offsets(fd_step),
+        }
+        yield batch, filled
+
+
+def render_view(
+    predict: Any,
+    camera: Camera,
+    bounds: np.ndarray,
+    config: NerfModelConfig,
+    *,
+    n_samples: int,
+    chunk: int,
+    time: float,
+    frame: int,
+    background: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """Render one view: ``rgb`` (H, W, 3) composited on ``background``, ``opacity`` and ``depth``
+    (H, W) (distance along the unit ray), ``normals`` (H, W, 3) (world space, opacity-weighted)."""
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in OUTPUTS}
+    batches = camera_batches(
+        camera, bounds, n_samples=n_samples, chunk=chunk, time=time, frame=frame, fd_step=config.fd_step
+    )
+    for batch, filled in batches:
+        out = predict(batch)
+        for key in OUTPUTS:
+            parts[key].append(out[key][0, :filled])
+    h, w = camera.height, camera.width
+    rgb, opacity = np.concatenate(parts["rgb"]), np.concatenate(parts["opacity"])
+    return {
+        "rgb": np.clip(rgb + (1.0 - opacity) * background, 0, 1).reshape(h, w, 3),
+        "opacity": opacity.reshape(h, w),
+        "depth": np.concatenate(parts["depth"]).reshape(h, w),
+        "normals": np.concatenate(parts["normals"]).reshape(h, w, 3),
+    }
+
+
+def cameras_from_json(path: str | Path) -> list[Camera]:
+    """Cameras from a JSON file: a list of ``{"intrinsics": 3x3, "cam_to_world": 4x4, "height": H,
+    "width": W}`` (OpenCV convention, as :class:`~resfields.tasks.common.cameras.Camera`)."""
+    try:
+        items = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read a camera list ({type(err).__name__}: {err})") from err
+    if not isinstance(items, list) or not items:
+        raise DataError(f"{path}: expected a non-empty JSON list of cameras")
+    return [camera_from_dict(item, f"{path}: camera {i}") for i, item in enumerate(items)]
+
+
+@dataclass
+class FittedNerf:
+    """A trained dynamic NeRF on a backend. Build it with :func:`load_nerf`.
+
+    Attributes: ``config`` (the model recipe), ``n_frames``, ``bounds`` (2, 3) scene box,
+    ``n_samples`` samples per ray, ``backend``, ``model`` (the backend's model), ``forward``.
+    """
+
+    config: NerfModelConfig
+    n_frames: int
+    bounds: np.ndarray
+    n_samples: int
+    backend: Any
+    model: Any
+    forward: Any
+    chunk: int = 1024
+    dataset_cameras: dict[str, Camera] | None = None  # the training data's cameras, by name (cam00, ...)
+
+    def nearest_frame(self, time: float) -> int:
+        """The frame closest to normalised ``time``."""
+        return resolve_time(self.n_frames, time=time)[1]
+
+    def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The forward pass on a NumPy batch (see :func:`~resfields.tasks.nerf.model.render_batch`)."""
+        return self.backend.infer(self.model, self.forward, batch)
+
+    def render(
+        self, camera: Camera, *, time: float | None = None, frame: int | None = None, background: float = 1.0
+    ) -> dict[str, np.ndarray]:
+        """Render ``camera`` at a normalised ``time`` or a ``frame``: ``rgb`` (H, W, 3) on
+        ``background``, ``opacity``/``depth`` (H, W), ``normals`` (H, W, 3)."""
+        t, nearest = resolve_time(self.n_frames, time=time, frame=frame)
+        if self.config.method == "dynerf" and not math.isclose(t, frame_to_time(nearest, self.n_frames), abs_tol=1e-6):
+            raise FrameError(f"DyNeRF has one latent code per frame; time {t} is between frames (nearest {nearest})")
+        return render_view(
+            self.predict,
+            camera,
+            self.bounds,
+            self.config,
+            n_samples=self.n_samples,
+            chunk=self.chunk,
+            time=t,
+            frame=nearest,
+            background=background,
+        )
+
+    def orbit(
+        self, n_views: int = 24, size: int | tuple[int, int] = 96, elevation: float = 25.0, radius: float = 3.0
+    ) -> list[Camera]:
+        """``n_views`` cameras circling the scene's up axis (world z, as the embedded scene)."""
+        h, w = (size, size) if isinstance(size, int) else size
+        return orbit_cameras(n_views, radius, elevation, h, w, fov_y_degrees=36.0, up=(0.0, 0.0, 1.0))
+
+    def render_sequence(
+        self,
+        cameras: Sequence[Camera],
+        *,
+        time: float | None = None,
+        frame: int | None = None,
+        sweep: bool = False,
+        background: float = 1.0,
+    ) -> dict[str, np.ndarray]:
+        """Render each camera, at one ``time``/``frame`` or (``sweep``) at times going from -1 to 1
+        across the cameras: ``rgb`` (V, H, W, 3), ``opacity``/``depth`` (V, H, W), ``normals`` (V, H, W, 3)."""
+        n = len(cameras)
+        if sweep:
+            if self.config.method == "dynerf":  # per-frame codes: sweep over frames
+                frames = [round(i * (self.n_frames - 1) / max(n - 1, 1)) for i in range(n)]
+                views = [self.render(c, frame=f, background=background) for c, f in zip(cameras, frames, strict=True)]
+            else:
+                times = [-1.0 + 2.0 * i / max(n - 1, 1) for i in range(n)]
+                views = [self.render(c, time=t, background=background) for c, t in zip(cameras, times, strict=True)]
+        else:
+            views = [self.render(c, time=time, frame=frame, background=background) for c in cameras]
+        return {key: np.stack([v[key] for v in views]) for key in OUTPUTS}
+
+    def mesh(self, frame: int, resolution: int = 128) -> tuple[np.ndarray, np.ndarray]:
+        """Marching cubes of the SDF at ``frame`` on a ``resolution``^3 grid over [-1, 1]^3:
+        ``vertices`` (V, 3), ``faces`` (F, 3) (empty when the SDF has no zero crossing)."""
+        from resfields.tasks.common.meshes import extract_mesh, grid_points
+
+        t, frame = resolve_time(self.n_frames, frame=frame)
+        points, chunk, values = grid_points(resolution), 16384, []
+        for start in range(0, len(points), chunk):
+            part = points[start : start + chunk]
+            filled = len(part)
+            part = np.concatenate([part, np.zeros((chunk - filled, 3), np.float32)])
+            batch = {
+                "points": part.reshape(1, chunk, 1, 3),
+                "time": np.full((1, 1, 1, 1), t, np.float32),
+                "frame": np.full((1, 1, 1), frame, np.int64),
+            }
+            values.append(self.predict(batch)["sdf"].reshape(-1)[:filled])
+        return extract_mesh(np.concatenate(values).reshape(resolution, resolution, resolution))
+
+
+def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None = None) -> FittedNerf:
+    """A nerf run folder or pretrained checkpoint (``resfields fit nerf``) on ``backend``.
+
+    The scene's frame count, box and sample count come from the checkpoint's metadata, so the
+    training data need not be present.
+    """
+    from resfields.backends import get_backend
+    from resfields.checkpoint import CheckpointError
+    from resfields.tasks.common.fit import load_run
+
+    from .task import NerfTask
+
+    run, ckpt = load_run(folder)
+    if run.task != "nerf":
+        raise DataError(f"{folder}: this needs a nerf checkpoint, this one is {run.task!r}")
+    scene = ckpt.metadata.get("scene")
+    if not isinstance(scene, dict) or {"n_frames", "bounds"} - set(scene):
+        raise CheckpointError(f"{folder}: config.json metadata has no scene (n_frames, bounds); refit or re-save it")
+    impl = get_backend(backend)
+    task = NerfTask(run.data, run.model)
+    return FittedNerf(
+        config=run.model,
+        n_frames=int(scene["n_frames"]),
+        bounds=np.asarray(scene["bounds"], np.float64),
+        n_samples=run.data.n_samples,
+        backend=impl,
+        model=impl.build(ckpt.spec, ckpt.arrays, device),
+        forward=task.make_forward(impl),
+        chunk=run.data.eval_chunk,
+        dataset_cameras={name: camera_from_dict(item) for name, item in scene.get("cameras", {}).items()},
+    )
+
+
+def camera_to_dict(camera: Camera) -> dict[str, Any]:
+    """A camera as JSON data (the format of :func:`cameras_from_json`)."""
+    return {
+        "intrinsics": camera.intrinsics.tolist(),
+        "cam_to_world": camera.cam_to_world.tolist(),
+        "height": camera.height,
+        "width": camera.width,
+    }
+
+
+def camera_from_dict(item: Any, where: str = "camera") -> Camera:
+    """Inverse of :func:`camera_to_dict`; DataError naming ``where`` if the keys are not exactly those."""
+    keys = {"intrinsics", "cam_to_world", "height", "width"}
+    if not isinstance(item, dict) or set(item) != keys:
+        raise DataError(f"{where} must have exactly the keys {sorted(keys)}")
+    return Camera(np.asarray(item["intrinsics"]), np.asarray(item["cam_to_world"]), item["height"], item["width"])
