@@ -90,7 +90,14 @@ class Trainer(Protocol):
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called ``name`` ("torch" or "tinygrad"); ImportError if its framework is missing."""
+    """The backend called ``name`` ("torch" or "tinygrad"); ImportError if its framework is missing.
+
+    "numpy" gives the float64 reference as an inference-only backend (``build``, ``infer``,
+    ``predict``, ``concat``; no trainer): what renders or evaluates a checkpoint with the oracle."""
+    if name == "numpy":
+        from resfields.reference.model import BACKEND as REFERENCE
+
+        return REFERENCE  # type: ignore[return-value]
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
     return importlib.import_module(f"resfields.backends.{name}.interface").BACKEND

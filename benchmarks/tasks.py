@@ -41,6 +41,8 @@ COLUMNS["nerf"] = [
     ("psnr", "novel-view PSNR dB", False),
     ("masked_psnr", "masked PSNR dB", False),
     ("ssim", "SSIM", False),
+    ("chamfer_l1", "Chamfer L1 x1e3", True),
+    ("render_ms_per_view", "render ms/view", True),
 ]
 SCALE = {"chamfer_l1": 1e3, "test_points_epe": 1e3, "test_frames_epe": 1e3}
 

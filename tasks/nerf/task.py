@@ -8,6 +8,7 @@ reports PSNR, foreground-masked PSNR and SSIM.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -160,11 +161,14 @@ class NerfTask:
         """Novel-view PSNR (white background), foreground-masked PSNR and SSIM over all held-out views;
         L1 Chamfer of each frame's marching-cubes mesh against the ground-truth points, when the data
         has them (20k mesh samples each), averaged over frames."""
+        start = time.perf_counter()
         pred, truth, mask = self._test_views(predict)
+        render_ms = 1000 * (time.perf_counter() - start) / len(pred)
         metrics = {
             "psnr": psnr(pred, truth),
             "masked_psnr": psnr(pred[mask], truth[mask]),
             "ssim": mean_ssim(pred, truth),
+            "render_ms_per_view": render_ms,  # H x W of the data, chunked, on this run's backend and device
         }
         if self.video.points is not None and self.options.mesh_resolution > 0:
             rng = np.random.default_rng(0)

@@ -1,0 +1,170 @@
+"""The float64 reference as an inference backend: task forwards written once (for torch and tinygrad)
+also run on NumPy, so a checkpoint can be rendered or evaluated by the oracle itself.
+
+Task code calls tensor methods that torch and tinygrad share (``.abs()``, ``.exp()``, ``.sigmoid()``,
+``.unsqueeze()``, ...); :class:`RefArray` is a float64 ``ndarray`` with those few methods. Fields
+are evaluated by :func:`~resfields.reference.field_forward`: rows that share one time key go through
+the field with that key's weights ``W(t)`` computed once (by the reference layer itself, from the
+images of the unit vectors), which is the same arithmetic as per-row weights without materialising
+an ``(N, O, I)`` tensor per layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from resfields.errors import SpecError
+from resfields.reference.fields import field_forward
+from resfields.reference.layer import resfield_linear
+from resfields.spec import AnySpec, LinearSpec, MLPSpec, ModelSpec, SirenSpec, layer_specs, parameter_shapes
+from resfields.validate import broadcast_time_shape
+
+__all__ = ["BACKEND", "RefArray", "ReferenceBackend", "ReferenceField", "ReferenceModel"]
+
+
+class RefArray(np.ndarray):
+    """A float64 array with the tensor methods task code shares between torch and tinygrad."""
+
+    def abs(self) -> RefArray:
+        return np.abs(self)
+
+    def exp(self) -> RefArray:
+        return np.exp(self)
+
+    def log(self) -> RefArray:
+        return np.log(self)
+
+    def sign(self) -> RefArray:
+        return np.sign(self)
+
+    def sqrt(self) -> RefArray:
+        return np.sqrt(self)
+
+    def square(self) -> RefArray:
+        return np.square(self)
+
+    def sigmoid(self) -> RefArray:
+        return 0.5 * (1.0 + np.tanh(0.5 * self))  # tanh form: no overflow for large |x|
+
+    def relu(self) -> RefArray:
+        return np.maximum(self, 0.0)
+
+    def unsqueeze(self, axis: int) -> RefArray:
+        return np.expand_dims(self, axis)
+
+
+def ref(array: Any) -> RefArray:
+    """``array`` as a float64 :class:`RefArray` (integer arrays keep their dtype: they are keys)."""
+    a = np.asarray(array)
+    return (a if a.dtype.kind in "iub" else a.astype(np.float64)).view(RefArray)
+
+
+def _baked_weights(layer: LinearSpec, params: dict[str, np.ndarray], key: Any, which: str) -> np.ndarray:
+    """``W(t)`` (O, I) of one ResField layer at one key: the layer applied to the unit vectors."""
+    eye = np.eye(layer.in_features)
+    y = resfield_linear(layer, params, eye, **{which: np.full(layer.in_features, key)})
+    return (y - params["bias"] if layer.bias else y).T
+
+
+class ReferenceField:
+    """One field of a checkpoint, called like the backends' fields:
+    ``field(x (..., I), frame_ids=None, times=None, *, encoding_window=None, validate=True) -> (..., O)``."""
+
+    def __init__(self, spec: AnySpec, params: dict[str, np.ndarray]) -> None:
+        self.spec, self.params = spec, {k: np.asarray(v, np.float64) for k, v in params.items()}
+
+    def _static(self, key: Any, which: str) -> tuple[AnySpec, dict[str, np.ndarray]]:
+        """The field at one time key, as a field without ResField layers."""
+        spec = self.spec
+        params = {k: v for k, v in self.params.items() if k.rsplit(".", 1)[-1] in ("weight", "bias")}
+        for i, layer in enumerate(layer_specs(spec)):
+            if layer.resfield is not None:
+                prefix = f"layers.{i}."
+                own = {k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)}
+                params[f"{prefix}weight"] = _baked_weights(layer, own, key, which)
+        static = replace(spec, resfield_layers=(), resfield=None)
+        assert set(parameter_shapes(static)) == set(params)
+        return static, params
+
+    def __call__(
+        self,
+        x: Any,
+        frame_ids: Any = None,
+        times: Any = None,
+        *,
+        encoding_window: Any = None,
+        validate: bool = True,
+    ) -> RefArray:
+        x = np.asarray(x, np.float64)
+        window = None if encoding_window is None else np.asarray(encoding_window, np.float64)
+        extra = {} if window is None else {"encoding_window": window}
+        if self.spec.resfield is None or (frame_ids is None and times is None):
+            return ref(field_forward(self.spec, self.params, x, frame_ids=frame_ids, times=times, **extra))
+        which, key = ("frame_ids", frame_ids) if frame_ids is not None else ("times", times)
+        key = np.asarray(key)
+        broadcast_time_shape(tuple(key.shape), tuple(x.shape[:-1]), which)
+        key = np.broadcast_to(key, x.shape[:-1])  # each distinct key is checked (range, NaN) when baked
+        out = np.empty((*x.shape[:-1], self.spec.out_features))
+        for value in np.unique(key):
+            rows = key == value
+            static, params = self._static(value, which)
+            out[rows] = field_forward(static, params, x[rows], **extra)
+        return ref(out)
+
+
+class ReferenceModel:
+    """A :class:`~resfields.spec.ModelSpec` (or one field) on the reference: fields as
+    :class:`ReferenceField` attributes, free arrays as :class:`RefArray` attributes, by name."""
+
+    def __init__(self, spec: AnySpec, arrays: dict[str, np.ndarray]) -> None:
+        self.spec = spec
+        if not isinstance(spec, ModelSpec):
+            self.field = ReferenceField(spec, arrays)
+            return
+        for name, field_spec in spec.fields:
+            prefix = f"{name}."
+            setattr(
+                self,
+                name,
+                ReferenceField(field_spec, {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}),
+            )
+        for name, _ in spec.arrays:
+            setattr(self, name, ref(arrays[name]))
+
+    def __call__(self, x: Any, frame_ids: Any = None, times: Any = None, **kw: Any) -> RefArray:
+        if isinstance(self.spec, ModelSpec):
+            raise SpecError("a model of several fields is combined by a task's forward, not called directly")
+        return self.field(x, frame_ids, times, **kw)
+
+
+class ReferenceBackend:
+    """Inference on the NumPy float64 reference (no training): ``build``, ``infer``, ``predict``, ``concat``."""
+
+    name = "numpy"
+
+    def build(self, spec: AnySpec, arrays: dict[str, np.ndarray], device: str | None = None) -> ReferenceModel:
+        if device not in (None, "cpu"):
+            raise SpecError(f"the numpy reference runs on the CPU only, not {device!r}")
+        if isinstance(spec, LinearSpec | SirenSpec | MLPSpec | ModelSpec):
+            return ReferenceModel(spec, arrays)
+        raise SpecError(f"cannot build {type(spec).__name__}")
+
+    def concat(self, tensors: list[Any], axis: int) -> RefArray:
+        return ref(np.concatenate([np.asarray(t) for t in tensors], axis=axis))
+
+    def infer(self, model: ReferenceModel, forward: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``forward(model, batch)`` in float64; outputs as float64 NumPy arrays."""
+        out = forward(model, {k: ref(v) for k, v in batch.items()})
+        return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+    def predict(self, model: ReferenceModel, x: np.ndarray, frame_ids: Any = None, times: Any = None) -> np.ndarray:
+        return np.asarray(model(x, frame_ids, times))
+
+    def to_numpy(self, model: ReferenceModel) -> dict[str, np.ndarray]:
+        raise SpecError("the reference backend holds a checkpoint's arrays; read them from the checkpoint")
+
+
+BACKEND = ReferenceBackend()
