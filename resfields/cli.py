@@ -9,6 +9,17 @@ from resfields.errors import ResFieldsError
 
 
 def _conformance(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None:
+        import json
+
+        from resfields.zoo.check import check_checkpoint
+
+        backends = ("torch", "tinygrad") if args.backend == "all" else (args.backend,)
+        report = check_checkpoint(
+            args.checkpoint, backends, device=None if args.device == "cpu" else args.device, size=args.size
+        )
+        print(json.dumps(report, indent=2))
+        return 0 if report["passed"] else 1
     from tqdm import tqdm
 
     from resfields.backends import BACKENDS
@@ -43,11 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     conf.add_argument("--random", type=int, default=24, help="number of extra random layer cases")
     conf.add_argument("--verbose", action="store_true", help="print every case, not only failures")
+    conf.add_argument(
+        "--checkpoint", default=None, metavar="ID", help="check one checkpoint (zoo id, Hub id or folder) instead"
+    )
+    conf.add_argument("--size", type=int, default=32, help="--checkpoint: image size of the NeRF views compared")
     conf.set_defaults(func=_conformance)
     from resfields.tasks.common.cli import add_eval_parser, add_fit_parser
 
     add_fit_parser(sub)
     add_eval_parser(sub)
+    from resfields.zoo.cli import add_zoo_parser
+
+    add_zoo_parser(sub)
     from resfields.tasks.nerf.views import add_render_arguments
 
     render = sub.add_parser("render", help="render novel views (RGB, depth, normals) of a trained nerf run folder")

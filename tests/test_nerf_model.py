@@ -11,7 +11,15 @@ from resfields.checkpoint import load_checkpoint, save_checkpoint
 from resfields.errors import DataError, SpecError
 from resfields.init import sample_parameters
 from resfields.tasks.nerf.data import read_neus
-from resfields.tasks.nerf.model import METHODS, NerfModelConfig, nerf_loss, nerf_spec, render_batch
+from resfields.tasks.nerf.model import (
+    LATENT_METHODS,
+    METHODS,
+    NerfModelConfig,
+    nerf_loss,
+    nerf_spec,
+    render_batch,
+    rigid_motion,
+)
 from resfields.tasks.nerf.rays import RaySampler, ray_distance_from_depth
 from resfields.tasks.nerf.scene import make_scene
 
@@ -32,10 +40,16 @@ def video(tmp_path_factory):
 def test_spec_per_method(method, tmp_path):
     spec = nerf_spec(_config(method), n_frames=5)
     names = [n for n, _ in spec.fields] + [n for n, _ in spec.arrays]
-    expected = {"tnerf": [], "dynerf": ["latents"], "dnerf": ["deform"]}[method]
+    expected = {
+        "tnerf": [],
+        "dynerf": ["latents"],
+        "dnerf": ["deform"],
+        "nerfies": ["deform", "latents"],
+        "hypernerf": ["deform", "ambient", "latents"],
+    }[method]
     assert set(names) == {"sdf", "color", "beta", *expected}
     sdf = spec.field("sdf")
-    assert sdf.in_features == {"tnerf": 4, "dynerf": 7, "dnerf": 3}[method]
+    assert sdf.in_features == {"tnerf": 4, "dynerf": 7, "dnerf": 3, "nerfies": 3, "hypernerf": 5}[method]
     assert sdf.resfield.capacity == 5 and sdf.skips == (2,) and sdf.init == "geometric"
     assert nerf_spec(_config(method, resfield_layers=()), 5).field("sdf").resfield is None
     save_checkpoint(tmp_path, spec, sample_parameters(spec, seed=0))
@@ -67,7 +81,7 @@ def test_torch_training_on_the_embedded_scene(method, video):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses[::5]
     trained = impl.to_numpy(trainer.model)
     assert trained["beta"][0] != pytest.approx(arrays["beta"][0])
-    if method == "dynerf":
+    if method in LATENT_METHODS:
         assert not np.allclose(trained["latents"], arrays["latents"])  # the codes learn through the gather
 
 
@@ -149,3 +163,16 @@ def test_rgbd_needs_depth_and_weights_are_checked(video):
         RaySampler(replace(video, depth=None), depth=True)
     with pytest.raises(SpecError, match="depth_weight"):
         NerfModelConfig(depth_weight=-1.0)
+
+
+def test_rigid_motion_is_rodrigues():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(0)
+    rotvec, shift, points = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    motion = torch.as_tensor(np.concatenate([rotvec, shift], -1))
+    got = rigid_motion(motion, torch.as_tensor(points), get_backend("torch").concat).numpy()
+    expected = Rotation.from_rotvec(rotvec).apply(points) + shift
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    identity = rigid_motion(torch.zeros(1, 6, dtype=torch.float64), torch.as_tensor(points[:1]), torch.cat)
+    np.testing.assert_allclose(identity.numpy(), points[:1], atol=1e-6)

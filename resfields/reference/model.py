@@ -37,6 +37,12 @@ class RefArray(np.ndarray):
     def log(self) -> RefArray:
         return np.log(self)
 
+    def cos(self) -> RefArray:
+        return np.cos(self)
+
+    def sin(self) -> RefArray:
+        return np.sin(self)
+
     def sign(self) -> RefArray:
         return np.sign(self)
 

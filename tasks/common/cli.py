@@ -102,8 +102,10 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from resfields.tasks.common.fit import evaluate_run, load_run
+    from resfields.zoo.pretrained import resolve
 
-    run, _ = load_run(args.run)
+    folder = resolve(args.run, revision=args.revision)
+    run, _ = load_run(folder)
     hints = typing.get_type_hints(type(run.data))
     overrides = {}
     for item in args.set:
@@ -112,7 +114,7 @@ def _eval(args: argparse.Namespace) -> int:
             raise SpecError(f"--set expects KEY=VALUE with KEY one of {sorted(hints)}, got {item!r}")
         overrides[key] = _parse_value(hints[key], text)
     options = {"backend": args.backend, "device": args.device, "out_dir": args.out, "media": args.media}
-    summary = evaluate_run(args.run, data_overrides=overrides, **options)
+    summary = evaluate_run(folder, data_overrides=overrides, **options)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -145,7 +147,8 @@ def add_fit_parser(sub: Any) -> None:
 def add_eval_parser(sub: Any) -> None:
     """Register ``eval`` on an argparse sub-parser collection."""
     parser = sub.add_parser("eval", help="re-evaluate a run folder's checkpoint on a backend")
-    parser.add_argument("run", help="a run folder written by `resfields fit`")
+    parser.add_argument("run", help="a run folder written by `resfields fit`, a zoo id or a Hub repo id")
+    parser.add_argument("--revision", default=None, help="pin a Hub revision (branch, tag or commit)")
     parser.add_argument("--backend", choices=("torch", "tinygrad", "numpy"), default="torch")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="write metrics.json (and media with --media) here")

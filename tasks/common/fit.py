@@ -41,7 +41,7 @@ from resfields.tasks.common.config import (
     config_to_dict,
 )
 
-__all__ = ["evaluate_run", "fit", "load_run", "make_predict", "run_from_dict"]
+__all__ = ["evaluate_run", "finite_or_none", "fit", "load_run", "make_predict", "run_from_dict"]
 
 STATE_ARRAYS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
@@ -105,7 +105,7 @@ def _count_parameters(arrays: dict[str, np.ndarray]) -> int:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n")
 
 
 def fit(
@@ -193,7 +193,7 @@ def fit(
     metadata = {"task": run.task, "run": config_to_dict(run), "step": end, "backend": backend}
     if hasattr(task, "metadata"):
         metadata["scene"] = task.metadata()
-    save_checkpoint(out, spec, final_arrays, metadata={**metadata, "metrics": _finite(metrics)})
+    save_checkpoint(out, spec, final_arrays, metadata={**metadata, "metrics": finite_or_none(metrics)})
     save_file({k: np.ascontiguousarray(v) for k, v in trainer.optimizer_state().items()}, str(out / STATE_ARRAYS))
     state = {"step": end, "wall_time_s": train_time, "history": history, "evals": evals}
     _write_json(out / STATE_JSON, state)
@@ -250,16 +250,16 @@ def evaluate_run(
     return summary
 
 
-def _finite(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
     """``value`` with every non-finite float replaced by None, recursively.
 
     Metrics can be infinite (PSNR of a perfect fit, Chamfer of an empty mesh); the files stay strict
     JSON, where such a value is null.
     """
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite_or_none(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

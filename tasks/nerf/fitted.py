@@ -9,7 +9,7 @@ Everything rendering needs (frame count, scene box, sample count, model) lives i
 so a pretrained scene renders without its training data. Time is the library's one convention:
 frame ``f`` of ``T`` sits at ``t = -1 + 2 f / (T - 1)``; a time between frames blends the two
 neighbouring frames' ResField coefficients (DyNeRF, whose latent codes exist per frame only, needs a
-time on a frame).
+time on a frame, as do Nerfies and HyperNeRF).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from resfields.errors import DataError, FrameError
 from resfields.spec import frame_to_time
 from resfields.tasks.common.cameras import Camera, orbit_cameras
 
-from .model import NerfModelConfig, difference_offsets
+from .model import LATENT_METHODS, NerfModelConfig, difference_offsets
 from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
 
 __all__ = [
@@ -172,8 +172,11 @@ class FittedNerf:
         """Render ``camera`` at a normalised ``time`` or a ``frame``: ``rgb`` (H, W, 3) on
         ``background``, ``opacity``/``depth`` (H, W), ``normals`` (H, W, 3)."""
         t, nearest = resolve_time(self.n_frames, time=time, frame=frame)
-        if self.config.method == "dynerf" and not math.isclose(t, frame_to_time(nearest, self.n_frames), abs_tol=1e-6):
-            raise FrameError(f"DyNeRF has one latent code per frame; time {t} is between frames (nearest {nearest})")
+        on_frame = math.isclose(t, frame_to_time(nearest, self.n_frames), abs_tol=1e-6)
+        if self.config.method in LATENT_METHODS and not on_frame:
+            raise FrameError(
+                f"{self.config.method} has one latent code per frame; time {t} is between frames (nearest {nearest})"
+            )
         return render_view(
             self.predict,
             camera,
@@ -206,7 +209,7 @@ class FittedNerf:
         across the cameras: ``rgb`` (V, H, W, 3), ``opacity``/``depth`` (V, H, W), ``normals`` (V, H, W, 3)."""
         n = len(cameras)
         if sweep:
-            if self.config.method == "dynerf":  # per-frame codes: sweep over frames
+            if self.config.method in LATENT_METHODS:  # per-frame codes: sweep over frames
                 frames = [round(i * (self.n_frames - 1) / max(n - 1, 1)) for i in range(n)]
                 views = [self.render(c, frame=f, background=background) for c, f in zip(cameras, frames, strict=True)]
             else:

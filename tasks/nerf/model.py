@@ -8,7 +8,11 @@ What differs is how time enters the SDF network:
 
 * ``tnerf``: the normalised time ``t`` is a fourth input (encoded like the position);
 * ``dynerf``: a learnt latent code per frame is appended to the position;
-* ``dnerf``: a deformation MLP maps ``(x, t)`` to an offset into a canonical space.
+* ``dnerf``: a deformation MLP maps ``(x, t)`` to an offset into a canonical space;
+* ``nerfies``: a deformation MLP maps ``(x, code_f)`` (a learnt code per frame) to a rigid motion
+  (axis-angle rotation and translation) of ``x`` into the canonical space (Park et al. 2021);
+* ``hypernerf``: Nerfies plus an ambient MLP ``(x, code_f) -> w`` whose output is appended to the
+  canonical point, so the canonical SDF is a slice of a higher-dimensional one (Park et al. 2021b).
 
 Normals and the eikonal term use forward differences of the SDF (three extra evaluations), which
 needs no second-order autograd and so runs the same on both backends. The encoding is annealed
@@ -31,6 +35,7 @@ from resfields.spec import ArraySpec, Init, MLPSpec, ModelSpec, ResFieldSpec
 from .render import accumulate_along_rays, laplace_density, render_weight_from_density
 
 __all__ = [
+    "LATENT_METHODS",
     "METHODS",
     "NerfModelConfig",
     "difference_offsets",
@@ -40,7 +45,8 @@ __all__ = [
     "sdf_and_feature",
 ]
 
-METHODS = ("tnerf", "dynerf", "dnerf")
+METHODS = ("tnerf", "dynerf", "dnerf", "nerfies", "hypernerf")
+LATENT_METHODS = ("dynerf", "nerfies", "hypernerf")  # one learnt code per frame: times on frames only
 BETA_MIN = 1e-4  # keeps the density finite when the learnt beta passes through 0
 
 
@@ -49,7 +55,7 @@ class NerfModelConfig:
     """The dynamic NeRF: ``method`` and the sizes of its networks. ``resfield_layers`` are SDF-MLP
     layer indices (empty: the vanilla method); ``capacity`` None means one coefficient per frame."""
 
-    method: Literal["tnerf", "dynerf", "dnerf"] = "tnerf"
+    method: Literal["tnerf", "dynerf", "dnerf", "nerfies", "hypernerf"] = "tnerf"
     width: int = 128
     n_layers: int = 9  # 8 hidden layers
     n_frequencies: int = 6
@@ -59,6 +65,7 @@ class NerfModelConfig:
     feature_dim: int = 64
     color_width: int = 128
     latent_dim: int = 16
+    ambient_dim: int = 2  # HyperNeRF's extra canonical coordinates
     beta_init: float = 0.1
     fd_step: float = 1e-3  # forward-difference step for normals, in scene units
     anneal_steps: int = 500  # coarse-to-fine: all encoding bands are open after this many steps (0: from the start)
@@ -77,7 +84,8 @@ class NerfModelConfig:
 
 
 def _sdf_inputs(config: NerfModelConfig) -> int:
-    return 3 + {"tnerf": 1, "dynerf": config.latent_dim, "dnerf": 0}[config.method]
+    extra = {"tnerf": 1, "dynerf": config.latent_dim, "dnerf": 0, "nerfies": 0, "hypernerf": config.ambient_dim}
+    return 3 + extra[config.method]
 
 
 def nerf_spec(config: NerfModelConfig, n_frames: int) -> ModelSpec:
@@ -107,7 +115,13 @@ def nerf_spec(config: NerfModelConfig, n_frames: int) -> ModelSpec:
     arrays: list[tuple[str, ArraySpec]] = [("beta", ArraySpec((1,), Init("constant", config.beta_init)))]
     if config.method == "dnerf":
         fields.append(("deform", MLPSpec(4, 3, hidden_features=64, n_layers=4, n_frequencies=4)))
-    if config.method == "dynerf":
+    if config.method in ("nerfies", "hypernerf"):
+        # axis-angle rotation (3) and translation (3) of each point, from the point and its frame's code
+        fields.append(("deform", MLPSpec(3 + config.latent_dim, 6, hidden_features=64, n_layers=4, n_frequencies=4)))
+    if config.method == "hypernerf":
+        ambient = MLPSpec(3 + config.latent_dim, config.ambient_dim, hidden_features=64, n_layers=4, n_frequencies=4)
+        fields.append(("ambient", ambient))
+    if config.method in LATENT_METHODS:
         arrays.append(("latents", ArraySpec((n_frames, config.latent_dim), Init("normal", 0.0, 0.01))))
     return ModelSpec(tuple(fields), tuple(arrays))
 
@@ -123,12 +137,34 @@ def sdf_and_feature(model: Any, config: NerfModelConfig, points: Any, batch: dic
     ones = points[..., :1] * 0 + 1  # broadcasts per-frame inputs (F, 1, 1, C) to every sample
     if config.method == "tnerf":
         inputs = concat([points, batch["time"] * ones], -1)
-    elif config.method == "dynerf":
-        # gathered inside the forward so the codes get gradients: (F, 1, 1) ids -> (F, 1, 1, D)
-        inputs = concat([points, model.latents[batch["frame"]] * ones], -1)
-    else:
+    elif config.method == "dnerf":
         inputs = points + model.deform(concat([points, batch["time"] * ones], -1), validate=False)
+    else:
+        # gathered inside the forward so the codes get gradients: (F, 1, 1) ids -> (F, 1, 1, D)
+        code = model.latents[batch["frame"]] * ones
+        if config.method == "dynerf":
+            inputs = concat([points, code], -1)
+        else:
+            conditioned = concat([points, code], -1)
+            inputs = rigid_motion(model.deform(conditioned, validate=False), points, concat)
+            if config.method == "hypernerf":
+                inputs = concat([inputs, model.ambient(conditioned, validate=False)], -1)
     return model.sdf(inputs, validate=False, **keys)
+
+
+def rigid_motion(motion: Any, points: Any, concat: Any) -> Any:
+    """Apply per-point rigid motions: ``motion`` (..., 6) = axis-angle rotation ``r`` and translation
+    ``v``, ``points`` (..., 3) -> ``R(r) x + v`` (..., 3) by Rodrigues' formula (branch-free: the angle
+    is ``sqrt(|r|^2 + eps)``, so a zero rotation is the identity to within eps)."""
+    r, v = motion[..., :3], motion[..., 3:]
+    angle = (r.square().sum(-1) + 1e-12).sqrt().unsqueeze(-1)
+    k = r / angle
+    k0, k1, k2 = k[..., 0:1], k[..., 1:2], k[..., 2:3]
+    x0, x1, x2 = points[..., 0:1], points[..., 1:2], points[..., 2:3]
+    cross = concat([k1 * x2 - k2 * x1, k2 * x0 - k0 * x2, k0 * x1 - k1 * x0], -1)
+    dot = (k * points).sum(-1).unsqueeze(-1)
+    cos, sin = angle.cos(), angle.sin()
+    return points * cos + cross * sin + k * dot * (1 - cos) + v
 
 
 def render_batch(model: Any, batch: dict[str, Any], config: NerfModelConfig, concat: Any) -> dict[str, Any]:

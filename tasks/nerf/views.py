@@ -28,8 +28,9 @@ OUTPUT_NAMES = ("rgb", "depth", "normals")
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``resfields render``."""
-    parser.add_argument("run", help="a run folder written by `resfields fit nerf` (or a pretrained checkpoint)")
-    parser.add_argument("--backend", choices=("torch", "tinygrad"), default="torch")
+    parser.add_argument("run", help="a nerf run folder (`resfields fit nerf`), a zoo id or a Hub repo id")
+    parser.add_argument("--revision", default=None, help="pin a Hub revision (branch, tag or commit)")
+    parser.add_argument("--backend", choices=("torch", "tinygrad", "numpy"), default="torch")
     parser.add_argument("--device", default=None)
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--frame", type=int, default=None, help="the frame to show (default: frame 0)")
@@ -89,13 +90,16 @@ def render_command(args: Any) -> int:
     if len(args.size) not in (1, 2):
         raise DataError(f"--size takes H or H W, got {args.size}")
     size = (args.size[0], args.size[-1])
-    scene = load_nerf(args.run, backend=args.backend, device=args.device)
+    from resfields.zoo.pretrained import resolve
+
+    folder = resolve(args.run, revision=args.revision)
+    scene = load_nerf(folder, backend=args.backend, device=args.device)
     frame = 0 if args.frame is None and args.time is None and not args.time_sweep else args.frame
     if args.mesh is not None:
         from .task import export_mesh
 
         mesh_frame = frame if frame is not None else scene.nearest_frame(args.time)
-        print(f"wrote {export_mesh(args.run, mesh_frame, args.mesh, backend=args.backend, device=args.device)}")
+        print(f"wrote {export_mesh(folder, mesh_frame, args.mesh, backend=args.backend, device=args.device)}")
     cameras = choose_cameras(scene, args.camera, args.views, size, args.elevation)
     start = clock.perf_counter()
     views = scene.render_sequence(cameras, time=args.time, frame=frame, sweep=args.time_sweep)

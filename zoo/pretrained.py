@@ -1,0 +1,225 @@
+"""``from_pretrained`` / ``save_pretrained``: fitted ResFields models as Hub-layout folders.
+
+>>> model = from_pretrained("resfields/nerf-bunny")                       # doctest: +SKIP
+>>> views = model.render(model.scene.orbit(1, 96)[0], time=0.0)          # doctest: +SKIP
+>>> model = from_pretrained("resfields/video-bikes", backend="numpy")     # doctest: +SKIP
+>>> rgb = model.predict(xy, frame_ids=ids)                                # doctest: +SKIP
+
+An id resolves, in order, to: an existing local folder; a zoo id (``resfields/NAME`` or ``NAME``)
+whose checkpoint ships with the package (its files' SHA-256 are checked against the registry); a
+Hugging Face Hub repo id, downloaded through ``huggingface_hub`` (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``
+and the cache apply; see :mod:`resfields.zoo.hub`). Loading is strict: a missing or unexpected tensor,
+a wrong shape, a schema version from the future or a mismatch between the stored model and its
+recipe raise :class:`~resfields.errors.CheckpointError`. Only JSON and safetensors are read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resfields.checkpoint import CONFIG_NAME, Checkpoint, save_checkpoint
+from resfields.errors import CheckpointError, SpecError
+
+from .card import CARD_NAME, write_card
+from .registry import get_entry, verify_hashes
+
+__all__ = ["BACKEND_NAMES", "Pretrained", "from_pretrained", "resolve", "save_pretrained"]
+
+BACKEND_NAMES = ("torch", "tinygrad", "numpy")
+
+
+def resolve(
+    id_or_path: str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    endpoint: str | None = None,
+) -> Path:
+    """The local folder of a checkpoint given as a folder, a zoo id or a Hub repo id (see module doc)."""
+    path = Path(id_or_path)
+    if path.is_dir():
+        if revision is not None:
+            raise SpecError(f"{path}: revision={revision!r} applies to Hub ids, not to a local folder")
+        return path
+    name = str(id_or_path)
+    entry = get_entry(name)
+    if entry is not None and revision is None and entry.local_folder().is_dir():
+        verify_hashes(entry.local_folder(), entry.files, f"zoo checkpoint {entry.id}")
+        return entry.local_folder()
+    if "/" not in name or name.count("/") != 1:
+        raise CheckpointError(f"{name!r} is neither a folder, nor a zoo id, nor a Hub repo id (namespace/name)")
+    from .hub import download
+
+    return download(
+        entry.id if entry is not None else name,
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        expected_sha256=entry.files if entry is not None and revision is None else None,
+        endpoint=endpoint,
+    )
+
+
+@dataclass
+class Pretrained:
+    """A fitted model on a backend. ``run`` is its recipe (task, data, model, training), ``checkpoint``
+    the loaded weights and metadata, ``folder`` where it was read from.
+
+    Field tasks (video, sdf, flow): :meth:`predict`. NeRF: :attr:`scene` (a
+    :class:`~resfields.tasks.nerf.fitted.FittedNerf`) and :meth:`render`. Every task: :meth:`evaluate`
+    (needs the task's data) and :meth:`save_pretrained`.
+    """
+
+    run: Any
+    checkpoint: Checkpoint
+    backend: str
+    device: str | None
+    folder: Path
+
+    @property
+    def task(self) -> str:
+        return self.run.task
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.checkpoint.metadata
+
+    @cached_property
+    def model(self) -> Any:
+        """The backend's model (torch ``nn.Module``, tinygrad object, or the reference's)."""
+        from resfields.backends import get_backend
+
+        return get_backend(self.backend).build(self.checkpoint.spec, self.checkpoint.arrays, self.device)
+
+    def predict(self, x: Any, frame_ids: Any = None, times: Any = None) -> np.ndarray:
+        """Field tasks: ``x`` (N, I) with ``frame_ids`` or ``times`` (N,) -> (N, O) float NumPy.
+        On "numpy" this is the float64 reference itself (per-row weights)."""
+        if self.task == "nerf":
+            raise SpecError("a nerf model renders rays: use .render(camera, time=...) or .scene")
+        from resfields.tasks.common.fit import make_predict
+
+        model = self.checkpoint if self.backend == "numpy" else self.model
+        return make_predict(self.backend, model)(np.asarray(x, np.float32), frame_ids, times)
+
+    @cached_property
+    def scene(self) -> Any:
+        """NeRF: the :class:`~resfields.tasks.nerf.fitted.FittedNerf` (render, orbit, mesh)."""
+        if self.task != "nerf":
+            raise SpecError(f"a {self.task} model has no scene to render; use .predict")
+        from resfields.tasks.nerf.fitted import load_nerf
+
+        return load_nerf(self.folder, backend=self.backend, device=self.device)
+
+    def render(self, camera: Any, *, time: float | None = None, frame: int | None = None) -> dict[str, np.ndarray]:
+        """NeRF: ``rgb`` (H, W, 3), ``opacity``/``depth`` (H, W), ``normals`` (H, W, 3) of ``camera`` at a
+        normalised ``time`` or a ``frame``."""
+        return self.scene.render(camera, time=time, frame=frame)
+
+    def evaluate(self, **data_overrides: Any) -> dict[str, Any]:
+        """The task's metrics (``resfields eval``) on this backend; needs the task's data."""
+        from resfields.tasks.common.fit import evaluate_run
+
+        return evaluate_run(self.folder, backend=self.backend, device=self.device, data_overrides=data_overrides)
+
+    def save_pretrained(self, folder: str | Path, **kwargs: Any) -> Path:
+        """See :func:`save_pretrained`."""
+        return save_pretrained(self, folder, **kwargs)
+
+
+def from_pretrained(
+    id_or_path: str | Path,
+    *,
+    backend: str = "torch",
+    device: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    endpoint: str | None = None,
+) -> Pretrained:
+    """Load a fitted model from a folder, a zoo id or a Hub repo id onto ``backend`` ("torch",
+    "tinygrad" or "numpy", the float64 reference). ``revision`` pins a Hub branch, tag or commit."""
+    if backend not in BACKEND_NAMES:
+        raise SpecError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
+    folder = resolve(
+        id_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint
+    )
+    run, ckpt = _load_checked(folder)
+    return Pretrained(run=run, checkpoint=ckpt, backend=backend, device=device, folder=folder)
+
+
+def _load_checked(folder: Path) -> tuple[Any, Checkpoint]:
+    """The run and checkpoint of ``folder``; CheckpointError if the stored model is not the one its
+    recipe builds (a tampered or mismatched config.json)."""
+    from resfields.tasks import get_task
+    from resfields.tasks.common.fit import load_run
+
+    try:
+        run, ckpt = load_run(folder)
+    except SpecError as err:  # a bad run config inside a checkpoint is a bad checkpoint
+        raise CheckpointError(f"{folder}: invalid run config in {CONFIG_NAME} ({err})") from err
+    task = get_task(run.task)(run.data, run.model)
+    expected = _expected_spec(task, ckpt)
+    if expected is not None and expected != ckpt.spec:
+        raise CheckpointError(f"{folder}: the stored model does not match the one its run config describes")
+    return run, ckpt
+
+
+def _expected_spec(task: Any, ckpt: Checkpoint) -> Any:
+    """The spec the recipe builds, when it can be known without the task's data (None otherwise)."""
+    scene = ckpt.metadata.get("scene")
+    if task.name == "nerf" and isinstance(scene, dict) and "n_frames" in scene:
+        from resfields.tasks.nerf.model import nerf_spec
+
+        return nerf_spec(task.model, int(scene["n_frames"]))
+    return None
+
+
+def save_pretrained(
+    model: Pretrained | str | Path,
+    folder: str | Path,
+    *,
+    dtype: str = "float32",
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` to ``folder``.
+
+    ``model`` is a :class:`Pretrained` or a run folder (``resfields fit``). ``dtype`` "float16" halves
+    the files (check the metrics after: ``resfields eval``). ``card`` adds to the card: ``id``,
+    ``description``, ``metrics`` ({backend: metrics}), ``check`` (the cross-backend result), ``license``.
+    The folder is written through a temporary sibling and renamed into place, so a failure leaves no
+    half-written model folder.
+    """
+    source = model.folder if isinstance(model, Pretrained) else Path(model)
+    run, ckpt = _load_checked(source)
+    target = Path(folder)
+    if target.exists() and not (target / CONFIG_NAME).is_file() and any(target.iterdir()):
+        raise CheckpointError(f"{target} exists, is not empty and holds no checkpoint: refusing to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a model folder is shared like any folder
+    try:
+        save_checkpoint(staging, ckpt.spec, ckpt.arrays, metadata=ckpt.metadata, dtype=dtype)  # type: ignore[arg-type]
+        extra = dict(card or {})
+        write_card(staging / CARD_NAME, run, ckpt.metadata, dtype=dtype, **extra)
+        metrics = source / "metrics.json"
+        if metrics.is_file():
+            (staging / "metrics.json").write_text(json.dumps(json.loads(metrics.read_text()), indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target
