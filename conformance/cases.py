@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from resfields.encoding import coarse_to_fine_window
 from resfields.spec import COMPRESSIONS, MODES, FieldSpec, LinearSpec, MLPSpec, ResFieldSpec, SirenSpec, frame_to_time
 
 __all__ = ["LAYOUTS", "Case", "grid", "make_inputs", "random_case"]
@@ -62,8 +61,6 @@ def make_inputs(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray | None], n
     else:
         raise ValueError(f"unknown layout {case.layout!r}")
     kw = {"frame_ids": key, "times": None} if rf.mode == "lookup" else {"frame_ids": None, "times": key}
-    if case.encoding_alpha is not None:
-        kw["encoding_window"] = coarse_to_fine_window(case.encoding_alpha, spec.n_frequencies)
     return x, kw, cot
 
 

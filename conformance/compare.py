@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from resfields.encoding import coarse_to_fine_window
 from resfields.init import random_parameters
 from resfields.reference import field_forward, field_vjp
 from resfields.spec import LinearSpec
@@ -80,7 +81,9 @@ def run_case(backend, case: Case, device: str = "cpu") -> Result:
     x = x.astype(np.float32).astype(np.float64)
     ref_params = {k: v.astype(np.float64) for k, v in params32.items()}
     times = kw["times"] if kw["times"] is None else np.asarray(kw["times"], dtype=np.float32).astype(np.float64)
-    kw = {"frame_ids": kw["frame_ids"], "times": times, "encoding_window": kw.get("encoding_window")}
+    kw = {"frame_ids": kw["frame_ids"], "times": times}
+    if case.encoding_alpha is not None:  # only then: a backend without encoding windows still runs the rest
+        kw["encoding_window"] = coarse_to_fine_window(case.encoding_alpha, case.spec.n_frequencies)
     y_ref = field_forward(case.spec, ref_params, x, **kw)
     grad_x_ref, grads_ref = field_vjp(case.spec, ref_params, x, cotangent, **kw)
     try:

@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,12 +38,14 @@ from huggingface_hub import constants
 from resfields.checkpoint import load_checkpoint, save_checkpoint
 from resfields.errors import CheckpointError
 from resfields.spec import ResFieldSpec, SirenSpec, parameter_shapes
+from resfields.zoo import from_pretrained, get_entry
 from resfields.zoo.hub import CHECKPOINT_PATTERNS, download, is_local_checkpoint, push_to_hub
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_double import HubDouble
 
 REPO = "org/tiny"
+ZOO_REPO = "lab/bunny-scene"
 # hidden 32 -> model.safetensors is ~7 KB: olah misreads binary files of 121-149 bytes as LFS pointers
 SPEC = SirenSpec(
     in_features=2,
@@ -167,6 +170,13 @@ def hub_repo(tmp_path_factory: pytest.TempPathFactory) -> HubRepo:
     (work / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     _git(work, "commit", "-q", "-am", "truncated weights")
     _git(work, "checkout", "-q", "main")
+
+    # the zoo's pretrained dynamic NeRF, published as another repo of the same server
+    zoo = mirrors / "models" / ZOO_REPO
+    shutil.copytree(get_entry("resfields/nerf-bunny").local_folder(), zoo)
+    _git(zoo, "init", "-q", "-b", "main")
+    _git(zoo, "add", "-A")
+    _git(zoo, "commit", "-q", "-m", "nerf-bunny from the resfields zoo")
     return HubRepo(mirrors=mirrors, worktree=work, v1=v1, main=main, old_arrays=old, new_arrays=new)
 
 
@@ -426,3 +436,26 @@ def test_is_local_checkpoint(tmp_path: Path) -> None:
     assert not is_local_checkpoint(tmp_path)
     assert not is_local_checkpoint(tmp_path / "missing")
     assert "config.json" in CHECKPOINT_PATTERNS and "model.safetensors" in CHECKPOINT_PATTERNS
+
+
+def test_zoo_nerf_downloads_through_the_hub_and_renders(olah: str, tmp_path: Path) -> None:
+    """The zoo's NeRF served by olah: from_pretrained(Hub id) into a fresh cache renders exactly what the
+    shipped copy renders; the CLI does the same in a fresh process through HF_ENDPOINT."""
+    hub = from_pretrained(ZOO_REPO, cache_dir=tmp_path / "cache", endpoint=olah)
+    assert hub.folder.is_relative_to(tmp_path / "cache")
+    shipped = from_pretrained("resfields/nerf-bunny")
+    camera = shipped.scene.orbit(1, 12)[0]
+    np.testing.assert_array_equal(hub.render(camera, time=0.0)["rgb"], shipped.render(camera, time=0.0)["rgb"])
+    env = {**os.environ, "HF_ENDPOINT": olah, "HF_HUB_CACHE": str(tmp_path / "cli-cache")}
+    out = tmp_path / "orbit.gif"
+    cli = [sys.executable, "-m", "resfields.cli"]
+    argv = [*cli, "render", ZOO_REPO, "--views", "2", "--size", "12", "--out", str(out)]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.is_file() and any((tmp_path / "cli-cache").rglob("model.safetensors"))
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # cache only from now on
+    pull = subprocess.run(
+        [*cli, "zoo", "pull", ZOO_REPO, "--offline"], env=offline, capture_output=True, text=True, timeout=120
+    )
+    assert pull.returncode == 0, pull.stderr[-2000:]
+    assert Path(pull.stdout.strip()).is_relative_to(tmp_path / "cli-cache")

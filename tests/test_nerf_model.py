@@ -99,7 +99,7 @@ def test_render_outputs_have_their_shapes(video):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["tnerf", "dnerf"])
+@pytest.mark.parametrize("method", ["tnerf", "dnerf", "hypernerf"])
 def test_tinygrad_renders_what_torch_renders(method, video):
     """tinygrad compiles the whole forward (tens of seconds on CPU), hence slow."""
     from tinygrad import Tensor

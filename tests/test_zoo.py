@@ -259,3 +259,12 @@ def test_a_recipe_trains_exports_evaluates_checks_and_cards(video_run, tmp_path,
     stored = entry.metrics["torch, this float16 file"]["test_psnr"]
     assert f"{stored:.6g}" in card and "float16" in card and "passed" in card
     assert "resfields/tiny" not in registry_module.load_registry()  # a temporary root is not registered
+
+
+def test_field_checkpoint_that_does_not_match_its_recipe_is_refused(video_run, tmp_path):
+    folder = resfields.save_pretrained(video_run, tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["metadata"]["run"]["model"]["width"] = 32  # the weights are width 16
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not match"):
+        resfields.from_pretrained(folder)

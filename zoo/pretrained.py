@@ -175,13 +175,23 @@ def _load_checked(folder: Path) -> tuple[Any, Checkpoint]:
 
 
 def _expected_spec(task: Any, ckpt: Checkpoint) -> Any:
-    """The spec the recipe builds, when it can be known without the task's data (None otherwise)."""
+    """The spec the recipe builds, from the run config and the stored frame count (not the data)."""
     scene = ckpt.metadata.get("scene")
-    if task.name == "nerf" and isinstance(scene, dict) and "n_frames" in scene:
+    if task.name == "nerf":
+        if not isinstance(scene, dict) or "n_frames" not in scene:
+            return None
         from resfields.tasks.nerf.model import nerf_spec
 
         return nerf_spec(task.model, int(scene["n_frames"]))
-    return None
+    from resfields.tasks.common.config import siren_spec
+
+    spec = ckpt.spec
+    if not hasattr(spec, "in_features") or not hasattr(task.model, "width"):
+        return None
+    # a field task's Siren: the stored capacity stands in for the frame count (it is the frame count
+    # unless the recipe fixed a capacity, which siren_spec then uses)
+    frames = spec.resfield.capacity if getattr(spec, "resfield", None) is not None else 1
+    return siren_spec(task.model, spec.in_features, spec.out_features, frames)
 
 
 def save_pretrained(

@@ -18,14 +18,14 @@ import numpy as np
 
 from resfields.encoding import annealing_alpha, coarse_to_fine_window
 from resfields.errors import DataError
-from resfields.spec import ModelSpec, frame_to_time
+from resfields.spec import ModelSpec
 from resfields.tasks.common.batches import samples_per_frame
 from resfields.tasks.common.config import TrainConfig
 from resfields.tasks.common.media import side_by_side, write_image, write_video
 from resfields.tasks.common.metrics import chamfer_l1, mean_ssim, psnr, sample_mesh_surface
 
 from .data import MultiViewVideo, read_dnerf, read_neus
-from .fitted import FittedNerf, camera_to_dict, load_nerf, render_view
+from .fitted import FittedNerf, camera_to_dict, load_nerf
 from .model import NerfModelConfig, nerf_loss, nerf_spec, render_batch, sdf_and_feature
 from .rays import RaySampler
 from .scene import embedded_scene
@@ -106,19 +106,7 @@ class NerfTask:
     def render(self, predict: Any, camera: Any, frame: int, background: float = 1.0) -> dict[str, np.ndarray]:
         """Render one view at one frame: ``rgb`` (H, W, 3) on ``background``, ``opacity``/``depth`` (H, W),
         ``normals`` (H, W, 3)."""
-        time = frame_to_time(float(frame), self.video.n_frames)
-        o = self.options
-        return render_view(
-            predict,
-            camera,
-            self.video.bounds,
-            self.model,
-            n_samples=o.n_samples,
-            chunk=o.eval_chunk,
-            time=time,
-            frame=frame,
-            background=background,
-        )
+        return self.fitted(predict).render(camera, frame=int(frame), background=background)
 
     def metadata(self) -> dict[str, Any]:
         """What rendering needs besides the model, stored in the checkpoint: frame count, scene box
