@@ -74,6 +74,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def shared_mode(mode: int) -> int:
+    """``mode`` filtered by the process umask, as ``open``/``mkdir`` would: tempfile's 0600 files and
+    0700 folders become what the user would get for an ordinary checkpoint file or folder."""
+    return mode & ~_UMASK
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A loaded checkpoint.
@@ -206,7 +212,7 @@ def _write_atomically(folder: Path, files: dict[str, bytes]) -> None:
         for name, payload in files.items():
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
             temps[name] = tmp
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; checkpoints are shared like any file
+            os.chmod(tmp, shared_mode(0o666))  # mkstemp makes 0600 files; checkpoints are shared like any file
             with os.fdopen(fd, "wb") as handle:
                 handle.write(payload)
                 handle.flush()

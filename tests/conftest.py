@@ -6,6 +6,13 @@ import numpy as np
 import pytest
 
 
+def moving_pattern_clip(n_frames: int, height: int, width: int) -> np.ndarray:
+    """A small synthetic video (T, H, W, 3) float32 in [0, 1]: colour waves drifting with the frame."""
+    t, y, x = np.meshgrid(np.arange(n_frames), np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
+    frames = np.stack([0.5 + 0.4 * np.sin(6 * x + t), 0.5 + 0.4 * np.cos(5 * y - t), 0.5 + 0.3 * x * y], -1)
+    return frames.astype(np.float32)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import moving_pattern_clip
 
 from resfields.cli import main
 from resfields.errors import CheckpointError, SpecError
@@ -29,10 +30,8 @@ pytest.importorskip("tinygrad")
 @pytest.fixture(scope="module")
 def video_file(tmp_path_factory) -> str:
     """4 frames of a moving colour pattern, 12x16, as .npy."""
-    t, y, x = np.meshgrid(np.arange(4), np.linspace(0, 1, 12), np.linspace(0, 1, 16), indexing="ij")
-    frames = np.stack([0.5 + 0.4 * np.sin(6 * x + t), 0.5 + 0.4 * np.cos(5 * y - t), 0.5 + 0.3 * x * y], -1)
     path = tmp_path_factory.mktemp("video") / "clip.npy"
-    np.save(path, frames.astype(np.float32))
+    np.save(path, moving_pattern_clip(4, 12, 16))
     return str(path)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import moving_pattern_clip
 from safetensors.numpy import load_file, save_file
 
 import resfields
@@ -32,10 +33,8 @@ TINY_NERF += ["--color-width", "16", "--n-samples", "8", "--eval-chunk", "256", 
 
 @pytest.fixture(scope="module")
 def video_run(tmp_path_factory) -> Path:
-    t, y, x = np.meshgrid(np.arange(3), np.linspace(0, 1, 12), np.linspace(0, 1, 14), indexing="ij")
-    frames = np.stack([0.5 + 0.4 * np.sin(6 * x + t), 0.5 + 0.4 * np.cos(5 * y - t), 0.5 + 0.3 * x * y], -1)
     source = tmp_path_factory.mktemp("clip") / "clip.npy"
-    np.save(source, frames.astype(np.float32))
+    np.save(source, moving_pattern_clip(3, 12, 14))
     run = RunConfig(
         "video",
         get_task("video").Data(source=str(source), n_frames=None, scale=1.0),

@@ -26,7 +26,6 @@ Every failure is a :class:`~resfields.errors.CheckpointError` naming the repo an
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Mapping
@@ -46,6 +45,8 @@ from huggingface_hub.errors import (
 
 from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
 from resfields.errors import CheckpointError
+
+from .registry import file_sha256
 
 __all__ = ["CHECKPOINT_PATTERNS", "download", "is_local_checkpoint", "push_to_hub"]
 
@@ -160,8 +161,7 @@ def _verify(folder: Path, expected_sha256: Mapping[str, str] | None) -> None:
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{name}: listed in expected_sha256 but not among the checkpoint files of the repo")
-        with path.open("rb") as handle:
-            actual = hashlib.file_digest(handle, "sha256").hexdigest()
+        actual = file_sha256(path)
         if actual != expected.strip().lower():
             raise CheckpointError(f"{name}: sha256 mismatch, expected {expected}, got {actual}")
     load_checkpoint(folder)

@@ -16,7 +16,6 @@ recipe raise :class:`~resfields.errors.CheckpointError`. Only JSON and safetenso
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from resfields.checkpoint import CONFIG_NAME, Checkpoint, save_checkpoint
+from resfields.checkpoint import CONFIG_NAME, Checkpoint, save_checkpoint, shared_mode
 from resfields.errors import CheckpointError, SpecError
 
 from .card import CARD_NAME, write_card
@@ -216,9 +215,7 @@ def save_pretrained(
         raise CheckpointError(f"{target} exists, is not empty and holds no checkpoint: refusing to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a model folder is shared like any folder
+    staging.chmod(shared_mode(0o777))  # mkdtemp makes 0700; a model folder is shared like any folder
     try:
         save_checkpoint(staging, ckpt.spec, ckpt.arrays, metadata=ckpt.metadata, dtype=dtype)  # type: ignore[arg-type]
         extra = dict(card or {})

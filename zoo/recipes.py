@@ -102,8 +102,10 @@ def train_recipe(
     retrain: bool = True,
 ) -> ZooEntry:
     """Train (unless ``retrain`` is False and the run folder exists), export, evaluate, check, card, register."""
+    from resfields.checkpoint import load_checkpoint
     from resfields.tasks.common.fit import evaluate_run, finite_or_none, fit
 
+    from .card import CARD_NAME, write_card
     from .check import check_checkpoint
     from .pretrained import save_pretrained
 
@@ -120,7 +122,8 @@ def train_recipe(
     check = check_checkpoint(target, check_backends, device=device)
     metrics = {f"{backend}, float32 at the end of training": trained, f"{backend}, this {recipe.dtype} file": stored}
     card = {"id": recipe.id, "description": recipe.description, "metrics": metrics, "check": check}
-    save_pretrained(work, target, dtype=recipe.dtype, card=card)
+    exported = load_checkpoint(target)
+    write_card(target / CARD_NAME, recipe.run, exported.metadata, dtype=recipe.dtype, **card)
     entry = ZooEntry(
         id=recipe.id,
         task=recipe.run.task,

@@ -16,7 +16,16 @@ from typing import Any
 
 from resfields.errors import CheckpointError
 
-__all__ = ["REGISTRY_PATH", "ZooEntry", "file_sha256", "folder_hashes", "get_entry", "load_registry", "save_entry"]
+__all__ = [
+    "REGISTRY_PATH",
+    "ZooEntry",
+    "file_sha256",
+    "folder_hashes",
+    "get_entry",
+    "load_registry",
+    "save_entry",
+    "verify_hashes",
+]
 
 REGISTRY_PATH = Path(__file__).with_name("registry.json")
 CHECKPOINTS = Path(__file__).with_name("checkpoints")
@@ -78,11 +87,8 @@ def save_entry(entry: ZooEntry, path: Path = REGISTRY_PATH) -> None:
 
 def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def folder_hashes(folder: Path) -> dict[str, str]:
@@ -97,7 +103,7 @@ def verify_hashes(folder: Path, expected: dict[str, str], where: str) -> None:
         path = folder / name
         if not path.is_file():
             problems.append(f"{name} is missing")
-        elif file_sha256(path) != digest:
-            problems.append(f"{name} has SHA-256 {file_sha256(path)[:12]}…, the registry says {digest[:12]}…")
+        elif (actual := file_sha256(path)) != digest:
+            problems.append(f"{name} has SHA-256 {actual[:12]}…, the registry says {digest[:12]}…")
     if problems:
         raise CheckpointError(f"{where}: " + "; ".join(problems))

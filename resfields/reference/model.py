@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from resfields.errors import SpecError
-from resfields.reference.fields import field_forward
+from resfields.reference.fields import _layer_params, field_forward
 from resfields.reference.layer import resfield_linear
 from resfields.spec import AnySpec, LinearSpec, MLPSpec, ModelSpec, SirenSpec, layer_specs, parameter_shapes
 from resfields.validate import broadcast_time_shape
@@ -88,9 +88,7 @@ class ReferenceField:
         params = {k: v for k, v in self.params.items() if k.rsplit(".", 1)[-1] in ("weight", "bias")}
         for i, layer in enumerate(layer_specs(spec)):
             if layer.resfield is not None:
-                prefix = f"layers.{i}."
-                own = {k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)}
-                params[f"{prefix}weight"] = _baked_weights(layer, own, key, which)
+                params[f"layers.{i}.weight"] = _baked_weights(layer, _layer_params(self.params, i), key, which)
         static = replace(spec, resfield_layers=(), resfield=None)
         assert set(parameter_shapes(static)) == set(params)
         return static, params

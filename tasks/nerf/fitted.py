@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,26 +145,21 @@ class FittedNerf:
     """A trained dynamic NeRF on a backend. Build it with :func:`load_nerf`.
 
     Attributes: ``config`` (the model recipe), ``n_frames``, ``bounds`` (2, 3) scene box,
-    ``n_samples`` samples per ray, ``backend``, ``model`` (the backend's model), ``forward``.
+    ``n_samples`` samples per ray, ``predict(batch) -> dict of arrays`` (the model's forward pass on a
+    NumPy batch, see :func:`~resfields.tasks.nerf.model.render_batch`), ``chunk`` rays per call.
     """
 
     config: NerfModelConfig
     n_frames: int
     bounds: np.ndarray
     n_samples: int
-    backend: Any
-    model: Any
-    forward: Any
+    predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
     chunk: int = 1024
     dataset_cameras: dict[str, Camera] | None = None  # the training data's cameras, by name (cam00, ...)
 
     def nearest_frame(self, time: float) -> int:
         """The frame closest to normalised ``time``."""
         return resolve_time(self.n_frames, time=time)[1]
-
-    def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The forward pass on a NumPy batch (see :func:`~resfields.tasks.nerf.model.render_batch`)."""
-        return self.backend.infer(self.model, self.forward, batch)
 
     def render(
         self, camera: Camera, *, time: float | None = None, frame: int | None = None, background: float = 1.0
@@ -209,12 +204,10 @@ class FittedNerf:
         across the cameras: ``rgb`` (V, H, W, 3), ``opacity``/``depth`` (V, H, W), ``normals`` (V, H, W, 3)."""
         n = len(cameras)
         if sweep:
-            if self.config.method in LATENT_METHODS:  # per-frame codes: sweep over frames
-                frames = [round(i * (self.n_frames - 1) / max(n - 1, 1)) for i in range(n)]
-                views = [self.render(c, frame=f, background=background) for c, f in zip(cameras, frames, strict=True)]
-            else:
-                times = [-1.0 + 2.0 * i / max(n - 1, 1) for i in range(n)]
-                views = [self.render(c, time=t, background=background) for c, t in zip(cameras, times, strict=True)]
+            times = [-1.0 + 2.0 * i / max(n - 1, 1) for i in range(n)]
+            if self.config.method in LATENT_METHODS:  # per-frame codes: each view at its nearest frame
+                times = [frame_to_time(self.nearest_frame(t), self.n_frames) for t in times]
+            views = [self.render(c, time=t, background=background) for c, t in zip(cameras, times, strict=True)]
         else:
             views = [self.render(c, time=time, frame=frame, background=background) for c in cameras]
         return {key: np.stack([v[key] for v in views]) for key in OUTPUTS}
@@ -238,6 +231,17 @@ class FittedNerf:
             values.append(self.predict(batch)["sdf"].reshape(-1)[:filled])
         return extract_mesh(np.concatenate(values).reshape(resolution, resolution, resolution))
 
+    def export_mesh(self, frame: int, path: str | Path, resolution: int = 128) -> Path:
+        """Write :meth:`mesh` of ``frame`` to ``path`` (.ply or .obj); DataError if there is no surface."""
+        from resfields.tasks.common.meshes import write_mesh
+
+        vertices, faces = self.mesh(frame, resolution)
+        if len(faces) == 0:
+            raise DataError(f"frame {frame}: the SDF has no zero crossing in the scene box, so there is no mesh")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_mesh(path, vertices, faces)
+        return Path(path)
+
 
 def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None = None) -> FittedNerf:
     """A nerf run folder or pretrained checkpoint (``resfields fit nerf``) on ``backend``.
@@ -258,15 +262,14 @@ def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None 
     if not isinstance(scene, dict) or {"n_frames", "bounds"} - set(scene):
         raise CheckpointError(f"{folder}: config.json metadata has no scene (n_frames, bounds); refit or re-save it")
     impl = get_backend(backend)
-    task = NerfTask(run.data, run.model)
+    model = impl.build(ckpt.spec, ckpt.arrays, device)
+    forward = NerfTask(run.data, run.model).make_forward(impl)
     return FittedNerf(
         config=run.model,
         n_frames=int(scene["n_frames"]),
         bounds=np.asarray(scene["bounds"], np.float64),
         n_samples=run.data.n_samples,
-        backend=impl,
-        model=impl.build(ckpt.spec, ckpt.arrays, device),
-        forward=task.make_forward(impl),
+        predict=lambda batch: impl.infer(model, forward, batch),
         chunk=run.data.eval_chunk,
         dataset_cameras={name: camera_from_dict(item) for name, item in scene.get("cameras", {}).items()},
     )

@@ -141,9 +141,8 @@ class NerfTask:
 
     def fitted(self, predict: Any) -> FittedNerf:
         """A :class:`FittedNerf` view of this task's scene around a ``predict(batch)``."""
-        backend = _PredictOnly(predict)
         o, v = self.options, self.video
-        return FittedNerf(self.model, v.n_frames, v.bounds, o.n_samples, backend, None, None, o.eval_chunk)
+        return FittedNerf(self.model, v.n_frames, v.bounds, o.n_samples, predict, o.eval_chunk)
 
     def evaluate(self, predict: Any) -> dict[str, float]:
         """Novel-view PSNR (white background), foreground-masked PSNR and SSIM over all held-out views;
@@ -182,16 +181,6 @@ class NerfTask:
 TASK = NerfTask
 
 
-class _PredictOnly:
-    """Adapts a bare ``predict(batch)`` to the ``infer(model, forward, batch)`` FittedNerf calls."""
-
-    def __init__(self, predict: Any) -> None:
-        self._predict = predict
-
-    def infer(self, model: Any, forward: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._predict(batch)
-
-
 def export_mesh(
     folder: str | Path,
     frame: int,
@@ -203,11 +192,4 @@ def export_mesh(
 ) -> Path:
     """Write the marching-cubes mesh of frame ``frame`` of a trained NeRF run folder to ``path``
     (.ply or .obj), from a ``resolution``^3 grid over the scene box [-1, 1]^3. Returns the path."""
-    from resfields.tasks.common.meshes import write_mesh
-
-    vertices, faces = load_nerf(folder, backend=backend, device=device).mesh(frame, resolution)
-    if len(faces) == 0:
-        raise DataError(f"frame {frame}: the SDF has no zero crossing in the scene box, so there is no mesh")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_mesh(path, vertices, faces)
-    return Path(path)
+    return load_nerf(folder, backend=backend, device=device).export_mesh(frame, path, resolution)

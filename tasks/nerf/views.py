@@ -85,21 +85,17 @@ def colour_outputs(views: dict[str, np.ndarray], names: list[str]) -> np.ndarray
 def render_command(args: Any) -> int:
     """Run ``resfields render`` from parsed arguments; prints what it wrote and the render time."""
     from resfields.tasks.common.media import write_image, write_video
+    from resfields.zoo.pretrained import resolve
 
     names = [n.strip() for n in args.outputs.split(",") if n.strip()]
     if len(args.size) not in (1, 2):
         raise DataError(f"--size takes H or H W, got {args.size}")
     size = (args.size[0], args.size[-1])
-    from resfields.zoo.pretrained import resolve
-
-    folder = resolve(args.run, revision=args.revision)
-    scene = load_nerf(folder, backend=args.backend, device=args.device)
+    scene = load_nerf(resolve(args.run, revision=args.revision), backend=args.backend, device=args.device)
     frame = 0 if args.frame is None and args.time is None and not args.time_sweep else args.frame
     if args.mesh is not None:
-        from .task import export_mesh
-
         mesh_frame = frame if frame is not None else scene.nearest_frame(args.time)
-        print(f"wrote {export_mesh(folder, mesh_frame, args.mesh, backend=args.backend, device=args.device)}")
+        print(f"wrote {scene.export_mesh(mesh_frame, args.mesh)}")
     cameras = choose_cameras(scene, args.camera, args.views, size, args.elevation)
     start = clock.perf_counter()
     views = scene.render_sequence(cameras, time=args.time, frame=frame, sweep=args.time_sweep)
