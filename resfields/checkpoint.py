@@ -6,8 +6,9 @@ A checkpoint is a folder with two files::
     model.safetensors    one tensor per canonical name of resfields.spec.parameter_shapes(spec)
 
 The format is data only: JSON and safetensors are parsed, nothing is unpickled or executed.
-Loading is strict and every problem (missing or truncated file, bad JSON, wrong schema version,
-unknown key, invalid spec, missing/unexpected/misshaped tensor, non-float dtype, NaN/Inf) raises
+Loading is strict and every problem (missing or truncated file, a file linked from outside the
+folder, bad or too deeply nested JSON, wrong schema version, unknown key, invalid spec,
+missing/unexpected/misshaped tensor, non-float dtype, NaN/Inf, a value beyond float32) raises
 :class:`~resfields.errors.CheckpointError` naming the problem and the file. A spec that is invalid
 *inside* a checkpoint is reported as a CheckpointError too (the SpecError is kept as ``__cause__``),
 so a loader has one error family to catch.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -52,6 +54,8 @@ __all__ = [
     "WEIGHTS_NAME",
     "Checkpoint",
     "check_arrays",
+    "checkpoint_files",
+    "checkpoint_path",
     "load_checkpoint",
     "load_field",
     "save_checkpoint",
@@ -67,6 +71,10 @@ BACKENDS = ("numpy", "torch", "tinygrad")
 _TOP_LEVEL_KEYS = ("schema_version", "library", "field", "metadata")
 # safetensors dtype tags that are accepted on load (all are upcast/downcast to float32).
 _FLOAT_TAGS = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
+#: Nesting allowed in config.json: the zoo's configs are 7 deep; far deeper JSON is an attack on the
+#: parser and on every recursive consumer of the metadata after it (RecursionError), not a config.
+MAX_JSON_DEPTH = 64
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 
 PathLike = str | os.PathLike[str]
 
@@ -145,8 +153,9 @@ def check_arrays(spec: AnySpec, arrays: Mapping[str, Any], where: str = "arrays"
         raise CheckpointError(f"{where}: {'; '.join(problems)}")
     out: dict[str, np.ndarray] = {}
     for name, value in converted.items():
-        value32 = np.ascontiguousarray(value, dtype=np.float32)
-        _check_finite(value32, name, where)
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf, named just below
+            value32 = np.ascontiguousarray(value, dtype=np.float32)
+        _check_finite(value32, name, where, source=value)
         out[name] = value32
     return out
 
@@ -176,10 +185,22 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _check_finite(value: np.ndarray, name: str, where: str) -> None:
-    if not np.all(np.isfinite(value)):
-        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
-        raise CheckpointError(f"{where}: tensor {name!r} has {bad} non-finite value(s) (NaN or Inf)")
+def _check_finite(value: np.ndarray, name: str, where: str, source: np.ndarray | None = None) -> None:
+    """CheckpointError unless ``value`` is all finite. ``source`` is what ``value`` was cast from: a NaN
+    or Inf there is reported as such, a finite value that became Inf as out of ``value``'s dtype range."""
+    finite = np.isfinite(value)
+    if finite.all():
+        return
+    if source is not None and np.isfinite(source).all():
+        dtype = np.dtype(value.dtype)
+        peak = float(np.max(np.abs(np.asarray(source, np.float64)[~finite])))
+        raise CheckpointError(
+            f"{where}: tensor {name!r} has {int(np.count_nonzero(~finite))} finite value(s) out of {dtype} range "
+            f"(magnitude up to {peak:.3g}, {dtype} reaches {float(np.finfo(dtype).max):.3g}): they overflow {dtype}"
+        )
+    stored = finite if source is None else np.isfinite(source)
+    bad = int(np.size(stored) - np.count_nonzero(stored))
+    raise CheckpointError(f"{where}: tensor {name!r} has {bad} non-finite value(s) (NaN or Inf)")
 
 
 def _check_metadata(metadata: Any) -> dict[str, Any]:
@@ -200,17 +221,41 @@ def _check_metadata(metadata: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- save
 
 
+def _writer_is_gone(temp_name: str) -> bool:
+    """Whether the writer of ``.NAME.<pid>.XXXX.tmp`` has died (temps without a pid are left alone)."""
+    parts = temp_name.split(".")
+    pid = next((int(p) for p in reversed(parts[2:-1]) if p.isdigit()), None)
+    if pid is None or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by someone else
+        return False
+    return False
+
+
 def _write_atomically(folder: Path, files: dict[str, bytes]) -> None:
     """Write every file to a temporary sibling first, then rename them into place.
 
     If anything fails before the renames, the folder keeps its previous content (no half-written
     file appears). The weights are renamed before the config, so a reader never sees a new config
-    without its weights.
+    without its weights. The two renames are not one atomic step (a run folder of `resfields fit`
+    is: see ``resfields.tasks.common.runfolder``). Temporaries carry the writer's pid, so those of a
+    writer that was killed are removed by the next save into the folder.
     """
+    for name in files:
+        for stale in folder.glob(f".{name}.*.tmp"):
+            if _writer_is_gone(stale.name):
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
     temps: dict[str, str] = {}
     try:
         for name, payload in files.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
             temps[name] = tmp
             os.chmod(tmp, shared_mode(0o666))  # mkstemp makes 0600 files; checkpoints are shared like any file
             with os.fdopen(fd, "wb") as handle:
@@ -226,6 +271,31 @@ def _write_atomically(folder: Path, files: dict[str, bytes]) -> None:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def checkpoint_files(
+    spec: AnySpec,
+    arrays: Mapping[str, Any],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    dtype: Literal["float32", "float16"] = "float32",
+) -> dict[str, bytes]:
+    """The bytes of ``model.safetensors`` and ``config.json`` that :func:`save_checkpoint` writes
+    (validated the same way, same errors), for writers that place the files themselves."""
+    if dtype not in STORAGE_DTYPES:
+        raise SpecError(f"checkpoint dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
+    checked = check_arrays(spec, arrays, where="save_checkpoint")
+    meta = _check_metadata(metadata)
+    with np.errstate(over="ignore"):  # float16 overflow becomes Inf, reported just below
+        stored = {name: np.ascontiguousarray(value.astype(dtype)) for name, value in checked.items()}
+    for name, value in stored.items():
+        _check_finite(value, name, f"save_checkpoint (as {dtype})")
+    config = {"schema_version": SCHEMA_VERSION, "library": LIBRARY, "field": spec_to_dict(spec), "metadata": meta}
+    config_bytes = (json.dumps(config, indent=2, allow_nan=False) + "\n").encode("utf-8")
+    weights_bytes = _safetensors_save(
+        stored, metadata={"format": LIBRARY, "schema_version": str(SCHEMA_VERSION), "dtype": dtype}
+    )
+    return {WEIGHTS_NAME: weights_bytes, CONFIG_NAME: config_bytes}
 
 
 def save_checkpoint(
@@ -252,28 +322,54 @@ def save_checkpoint(
             metadata is not JSON. Nothing is written in that case.
         SpecError: ``dtype`` is not a supported storage dtype.
     """
-    if dtype not in STORAGE_DTYPES:
-        raise SpecError(f"checkpoint dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
     folder = Path(folder)
-    checked = check_arrays(spec, arrays, where="save_checkpoint")
-    meta = _check_metadata(metadata)
-    with np.errstate(over="ignore"):  # float16 overflow becomes Inf, reported just below
-        stored = {name: np.ascontiguousarray(value.astype(dtype)) for name, value in checked.items()}
-    for name, value in stored.items():
-        _check_finite(value, name, f"save_checkpoint (as {dtype})")
-    config = {"schema_version": SCHEMA_VERSION, "library": LIBRARY, "field": spec_to_dict(spec), "metadata": meta}
-    config_bytes = (json.dumps(config, indent=2, allow_nan=False) + "\n").encode("utf-8")
-    weights_bytes = _safetensors_save(
-        stored, metadata={"format": LIBRARY, "schema_version": str(SCHEMA_VERSION), "dtype": dtype}
-    )
+    files = checkpoint_files(spec, arrays, metadata=metadata, dtype=dtype)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} exists and is not a directory")
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(folder, {WEIGHTS_NAME: weights_bytes, CONFIG_NAME: config_bytes})
+    _write_atomically(folder, files)
     return folder
 
 
 # ----------------------------------------------------------------------------- load
+
+
+def checkpoint_path(folder: PathLike, name: str) -> Path:
+    """The real path of ``folder/name`` (links followed), refused if it leads out of ``folder``.
+
+    A checkpoint folder is data from someone else: a ``model.safetensors`` linking to a file elsewhere
+    on disk would make the loader read (and a push upload) that file. The one link allowed out is the
+    Hugging Face cache's own layout: in ``<cache>/models--NS--NAME/snapshots/<40 hex>/`` a file may link
+    to a file directly inside that same repo cache's ``blobs/``.
+
+    Raises:
+        CheckpointError: ``folder/name`` is, or goes through, a symlink leading anywhere else.
+    """
+    folder = Path(folder)
+    root = Path(os.path.realpath(folder))
+    target = Path(os.path.realpath(folder / name))
+    if target.is_relative_to(root):
+        return target
+    repo = root.parent.parent
+    if root.parent.name == "snapshots" and _COMMIT_ID.fullmatch(root.name) and repo.name.startswith("models--"):
+        blobs = Path(os.path.realpath(repo / "blobs"))
+        if target.parent == blobs and blobs.parent == repo:
+            return target
+    raise CheckpointError(
+        f"{folder / name} is a symlink to {target}, outside the checkpoint folder {root}: refusing to read it"
+    )
+
+
+def _too_deep(data: Any, limit: int) -> bool:
+    """True if ``data`` nests lists/objects more than ``limit`` levels (iterative: no recursion to exhaust)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _reject_constant(token: str) -> Any:
@@ -283,11 +379,16 @@ def _reject_constant(token: str) -> Any:
 def _read_config(path: Path) -> tuple[AnySpec, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing {CONFIG_NAME}")
+    too_deep = f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels"
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:  # json's decoder recurses once per level
+        raise CheckpointError(too_deep) from None
     except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"{path}: not valid JSON: {e}") from e
+    if isinstance(data, dict | list) and _too_deep(data, MAX_JSON_DEPTH):
+        raise CheckpointError(too_deep)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: top level must be a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(_TOP_LEVEL_KEYS))
@@ -339,8 +440,9 @@ def _read_weights(path: Path, spec: AnySpec) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file: {e}") from e
     arrays: dict[str, np.ndarray] = {}
     for name, value in raw.items():
-        value32 = np.ascontiguousarray(value, dtype=np.float32)
-        _check_finite(value32, name, str(path))
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf, named just below
+            value32 = np.ascontiguousarray(value, dtype=np.float32)
+        _check_finite(value32, name, str(path), source=value)
         arrays[name] = value32
     return arrays
 
@@ -352,14 +454,18 @@ def load_checkpoint(folder: PathLike) -> Checkpoint:
     :func:`resfields.spec.parameter_shapes` (float16/float64 tensors are converted).
 
     Raises:
-        CheckpointError: for every problem, naming it and the file: missing folder or file,
-            invalid JSON, wrong ``schema_version``, unknown top-level key, invalid field spec
-            (the SpecError is chained as ``__cause__``), corrupt/truncated safetensors, missing or
-            unexpected tensors, wrong shapes, non-float dtypes, NaN/Inf values.
+        CheckpointError: for every problem, naming it and the file: missing folder or file, a file
+            that is a symlink out of the folder (see :func:`checkpoint_path`), invalid JSON, JSON
+            nested deeper than :data:`MAX_JSON_DEPTH`, wrong ``schema_version``, unknown top-level key,
+            invalid field spec (the SpecError is chained as ``__cause__``), corrupt/truncated
+            safetensors, missing or unexpected tensors, wrong shapes, non-float dtypes, NaN/Inf values,
+            float64 values beyond float32's range.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: checkpoint folder does not exist or is not a directory")
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        checkpoint_path(folder, name)
     spec, metadata = _read_config(folder / CONFIG_NAME)
     arrays = _read_weights(folder / WEIGHTS_NAME, spec)
     return Checkpoint(spec=spec, arrays=arrays, metadata=metadata)

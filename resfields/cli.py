@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
-from resfields.errors import ResFieldsError
+from resfields.errors import ResFieldsError, SpecError
 
 
 def _conformance(args: argparse.Namespace) -> int:
@@ -76,15 +77,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_device(backend: str, device: str | None) -> None:
+    """SpecError unless ``backend`` ("torch", "tinygrad", "numpy" or "all") can run on ``device`` here.
+
+    Checked before any work, so ``--device cuda`` on a machine without a GPU is one line naming the
+    devices there are, not a framework's traceback from deep inside the first model built.
+    """
+    if device is None or device == "cpu":
+        return
+    if not isinstance(device, str) or re.fullmatch(r"[a-z]+(:[0-9]+)?", device) is None:
+        raise SpecError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    from resfields.backends import BACKENDS, get_backend
+
+    for name in BACKENDS if backend == "all" else (backend,):
+        impl = get_backend(name)
+        available = impl.devices() if hasattr(impl, "devices") else ["cpu"]  # the numpy reference: CPU only
+        if device.partition(":")[0] not in available:
+            raise SpecError(f"--device {device}: the {name} backend cannot run on it here; available: {available}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Bad input (a library error) and a failed file operation on a user's path (permission denied, a
+    full disk, ...) print one line ``resfields: error: ...`` and return 2.
+    """
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
         return _bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "device"):
+            check_device(getattr(args, "backend", "torch"), args.device)
         return args.func(args)
     except ResFieldsError as err:  # bad input: one line naming the problem, no traceback
         print(f"resfields: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.filename is None:  # not about a path the user gave: a bug, keep its traceback
+            raise
+        print(f"resfields: error: {err.filename}: {err.strerror or err}", file=sys.stderr)
         return 2
 
 

@@ -7,13 +7,18 @@ Each family also derives from the built-in exception a caller would naturally ca
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
 __all__ = [
     "CheckpointError",
+    "DTypeError",
     "DataError",
     "FrameError",
     "ResFieldsError",
     "ShapeError",
     "SpecError",
+    "short_repr",
 ]
 
 
@@ -29,6 +34,10 @@ class ShapeError(ResFieldsError, ValueError):
     """An array has the wrong shape, or two arrays do not broadcast together."""
 
 
+class DTypeError(ResFieldsError, TypeError):
+    """An array has the wrong dtype, e.g. float64 input to a module whose parameters are float32."""
+
+
 class FrameError(ResFieldsError, ValueError):
     """Frame ids or times are invalid: out of range, non-integer ids, NaN or missing times."""
 
@@ -39,3 +48,28 @@ class CheckpointError(ResFieldsError, ValueError):
 
 class DataError(ResFieldsError, ValueError):
     """A data file or folder is missing, unreadable, corrupt or inconsistent (e.g. frames of different sizes)."""
+
+
+class _ShortRepr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        # repr() of a 5000-digit int raises ValueError (Python's int-to-str limit), so never build it
+        if x.bit_length() > 128:
+            return f"<{'-' if x < 0 else ''}integer of ~{int(x.bit_length() * 0.30103)} digits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _ShortRepr()
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlong = 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdict = _REPR.maxdeque = 8
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a glance: a few items of a long container (with its length), the ends
+    of a long string or number. A 1 KB config may name a million-element list, and an error message
+    that echoes it whole is megabytes; reprlib never builds the full text."""
+    text = _REPR.repr(value)
+    if isinstance(value, list | tuple | set | frozenset | dict) and len(value) > _REPR.maxlist:
+        text += f" ({len(value)} items)"
+    return text

@@ -12,9 +12,9 @@ A sequence of ``T`` frames is placed on normalised time ``t`` in ``[-1, 1]``::
 A ResField layer has ``capacity`` time coefficients ``c_0 .. c_{C-1}``.
 
 * ``mode="lookup"`` takes an integer frame id ``f`` in ``[0, C)`` and uses ``c_f``.
-* ``mode="interpolation"`` takes a time ``t``, maps it to the position
-  ``p = (t + 1) / 2 * (C - 1)``, clamps ``p`` to ``[0, C - 1]`` and blends linearly between the
-  two neighbouring coefficients. With ``C == T`` frame ``f`` lands exactly on coefficient ``f``.
+* ``mode="interpolation"`` takes a time ``t``, clamps it to ``[-1, 1]`` (``±inf`` included), maps
+  it to the position ``p = (t + 1) / 2 * (C - 1)`` in ``[0, C - 1]`` and blends linearly between
+  the two neighbouring coefficients. With ``C == T`` frame ``f`` lands exactly on coefficient ``f``.
 
 Weight of a ResField layer at time t (bias is static)::
 
@@ -29,33 +29,39 @@ In interpolation mode ``c(t)`` (or ``D(t)``) is the linear blend of the two neig
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from resfields.errors import SpecError
+from resfields.errors import SpecError, short_repr
 
 __all__ = [
     "COMPRESSIONS",
+    "LIMITS",
     "MODES",
     "SCHEMA_VERSION",
     "AnySpec",
     "ArraySpec",
     "FieldSpec",
     "Init",
+    "Limits",
     "LinearSpec",
     "MLPSpec",
     "ModelSpec",
     "ResFieldSpec",
     "SirenSpec",
+    "check_limit",
     "check_schema_version",
     "frame_to_time",
     "init_rules",
     "layer_specs",
+    "parameter_count",
     "parameter_shapes",
     "spec_from_dict",
     "spec_from_json",
@@ -77,7 +83,75 @@ def _fail(owner: str, message: str) -> typing.NoReturn:
 
 def _check_positive_int(owner: str, name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        _fail(owner, f"{name} must be a positive integer, got {value!r}")
+        _fail(owner, f"{name} must be a positive integer, got {short_repr(value)}")
+
+
+# ----------------------------------------------------------------------------- size limits
+
+
+@dataclass
+class Limits:
+    """Upper bounds on sizes, checked before anything is allocated.
+
+    A few bytes of config (``n_layers=1e6``, ``capacity=2**62``, ``batch_size=1e12``) would
+    otherwise cost minutes and gigabytes before failing, or hang. Every default is far above any
+    published ResFields setup; a run that really needs more lifts one limit for the whole process:
+    in Python by assignment (``resfields.spec.LIMITS.max_parameters = 2**33``), or for the CLI
+    with the environment variable ``RESFIELDS_<NAME>`` (``RESFIELDS_MAX_PARAMETERS=8589934592``),
+    read once when resfields is imported.
+
+    Attributes:
+        max_layers: linear layers of one field (``n_layers``).
+        max_features: width of one layer's input or output (in/out/hidden features, the encoded
+            input of a PE-MLP).
+        max_capacity: time coefficients of a ResField layer (frames).
+        max_rank: residual bases of a ResField layer.
+        max_parameters: parameter elements of one spec (a layer, a field, a whole model with its
+            arrays); 2**31 float32 parameters are 8 GiB before gradients and Adam's moments.
+        max_batch_size: rows of one training batch (``TrainConfig.batch_size``; rays for NeRF).
+        max_samples_per_ray: samples along one NeRF ray.
+        max_chunk: rows (or rays) of one inference chunk.
+    """
+
+    max_layers: int = 1024
+    max_features: int = 2**16
+    max_capacity: int = 2**20
+    max_rank: int = 1024
+    max_parameters: int = 2**31
+    max_batch_size: int = 2**22
+    max_samples_per_ray: int = 1024
+    max_chunk: int = 2**20
+
+
+def _limits_from_environment() -> Limits:
+    limits = Limits()
+    for f in dataclasses.fields(Limits):
+        variable = f"RESFIELDS_{f.name.upper()}"
+        text = os.environ.get(variable)
+        if text is None:
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise SpecError(f"environment variable {variable} must be a positive integer, got {short_repr(text)}")
+        setattr(limits, f.name, value)
+    return limits
+
+
+LIMITS = _limits_from_environment()
+
+
+def check_limit(owner: str, what: str, value: int, limit: str) -> None:
+    """SpecError unless ``value <= LIMITS.<limit>``; the message says how to lift the limit."""
+    bound = getattr(LIMITS, limit)
+    if value > bound:
+        _fail(
+            owner,
+            f"{what} {short_repr(value)} exceeds the limit {bound} (resfields.spec.LIMITS.{limit}); "
+            f"if you need more, raise it or set RESFIELDS_{limit.upper()}",
+        )
 
 
 @dataclass(frozen=True)
@@ -100,15 +174,17 @@ class ResFieldSpec:
     def __post_init__(self) -> None:
         owner = "ResFieldSpec"
         _check_positive_int(owner, "capacity", self.capacity)
+        check_limit(owner, "capacity", self.capacity, "max_capacity")
         if self.mode not in MODES:
-            _fail(owner, f"mode must be one of {MODES}, got {self.mode!r}")
+            _fail(owner, f"mode must be one of {MODES}, got {short_repr(self.mode)}")
         if self.compression not in COMPRESSIONS:
-            _fail(owner, f"compression must be one of {COMPRESSIONS}, got {self.compression!r}")
+            _fail(owner, f"compression must be one of {COMPRESSIONS}, got {short_repr(self.compression)}")
         if self.compression == "none":
             if self.rank is not None:
                 _fail(owner, "rank is not used by compression='none' (one residual per frame); omit it")
         else:
             _check_positive_int(owner, "rank", self.rank)
+            check_limit(owner, "rank", self.rank, "max_rank")
 
 
 @dataclass(frozen=True)
@@ -125,18 +201,20 @@ class LinearSpec:
     type: Literal["linear"] = "linear"
 
     def __post_init__(self) -> None:
-        _check_positive_int("LinearSpec", "in_features", self.in_features)
-        _check_positive_int("LinearSpec", "out_features", self.out_features)
+        for name in ("in_features", "out_features"):
+            _check_positive_int("LinearSpec", name, getattr(self, name))
+            check_limit("LinearSpec", name, getattr(self, name), "max_features")
         if self.type != "linear":
-            _fail("LinearSpec", f"type must be 'linear', got {self.type!r}")
+            _fail("LinearSpec", f"type must be 'linear', got {short_repr(self.type)}")
+        check_limit("LinearSpec", "parameter count", parameter_count(self), "max_parameters")
 
 
 def _check_resfield_layers(owner: str, n_layers: int, layers: tuple[int, ...], resfield: ResFieldSpec | None) -> None:
     if len(set(layers)) != len(layers):
-        _fail(owner, f"resfield_layers has duplicates: {layers}")
+        _fail(owner, f"resfield_layers has duplicates: {short_repr(layers)}")
     for i in layers:
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_layers:
-            _fail(owner, f"resfield layer index {i!r} is outside [0, {n_layers}) linear layers")
+            _fail(owner, f"resfield layer index {short_repr(i)} is outside [0, {n_layers}) linear layers")
     if layers and resfield is None:
         _fail(owner, "resfield_layers is set but resfield is None; give a ResFieldSpec")
     if resfield is not None and not layers:
@@ -167,16 +245,19 @@ class SirenSpec:
         owner = "SirenSpec"
         for name in ("in_features", "out_features", "hidden_features"):
             _check_positive_int(owner, name, getattr(self, name))
-        if not isinstance(self.n_layers, int) or self.n_layers < 2:
-            _fail(owner, f"n_layers must be an integer >= 2, got {self.n_layers!r}")
+            check_limit(owner, name, getattr(self, name), "max_features")
+        if not isinstance(self.n_layers, int) or isinstance(self.n_layers, bool) or self.n_layers < 2:
+            _fail(owner, f"n_layers must be an integer >= 2, got {short_repr(self.n_layers)}")
+        check_limit(owner, "n_layers", self.n_layers, "max_layers")
         for name in ("omega0", "hidden_omega0"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
-                _fail(owner, f"{name} must be a positive finite number, got {value!r}")
+                _fail(owner, f"{name} must be a positive finite number, got {short_repr(value)}")
         object.__setattr__(self, "resfield_layers", tuple(self.resfield_layers))
         _check_resfield_layers(owner, self.n_layers, self.resfield_layers, self.resfield)
         if self.type != "siren":
-            _fail(owner, f"type must be 'siren', got {self.type!r}")
+            _fail(owner, f"type must be 'siren', got {short_repr(self.type)}")
+        check_limit(owner, "parameter count", parameter_count(self), "max_parameters")
 
 
 @dataclass(frozen=True)
@@ -213,37 +294,48 @@ class MLPSpec:
         owner = "MLPSpec"
         for name in ("in_features", "out_features", "hidden_features"):
             _check_positive_int(owner, name, getattr(self, name))
-        if not isinstance(self.n_layers, int) or self.n_layers < 1:
-            _fail(owner, f"n_layers must be a positive integer, got {self.n_layers!r}")
+            check_limit(owner, name, getattr(self, name), "max_features")
+        _check_positive_int(owner, "n_layers", self.n_layers)
+        check_limit(owner, "n_layers", self.n_layers, "max_layers")
         if self.activation not in ACTIVATIONS:
-            _fail(owner, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            _fail(owner, f"activation must be one of {ACTIVATIONS}, got {short_repr(self.activation)}")
         if not math.isfinite(self.softplus_beta) or self.softplus_beta <= 0:
-            _fail(owner, f"softplus_beta must be positive, got {self.softplus_beta!r}")
-        if not isinstance(self.n_frequencies, int) or self.n_frequencies < 0:
-            _fail(owner, f"n_frequencies must be a non-negative integer, got {self.n_frequencies!r}")
+            _fail(owner, f"softplus_beta must be positive, got {short_repr(self.softplus_beta)}")
+        if not isinstance(self.n_frequencies, int) or isinstance(self.n_frequencies, bool) or self.n_frequencies < 0:
+            _fail(owner, f"n_frequencies must be a non-negative integer, got {short_repr(self.n_frequencies)}")
+        # 2**k itself overflows float32 beyond k = 127 (and a Python float beyond 1023)
+        if self.n_frequencies > _MAX_FREQUENCIES:
+            _fail(owner, f"n_frequencies must be at most {_MAX_FREQUENCIES}, got {self.n_frequencies}")
+        check_limit(owner, "encoded input width", self.encoded_features, "max_features")
         if not self.include_input and self.n_frequencies == 0:
             _fail(owner, "include_input=False with n_frequencies=0 leaves no input features")
         object.__setattr__(self, "skips", tuple(self.skips))
         object.__setattr__(self, "resfield_layers", tuple(self.resfield_layers))
         for i in self.skips:
             if not isinstance(i, int) or not 0 < i < self.n_layers:
-                _fail(owner, f"skip index {i!r} must lie in [1, {self.n_layers})")
+                _fail(owner, f"skip index {short_repr(i)} must lie in [1, {self.n_layers})")
         if self.init not in MLP_INITS:
-            _fail(owner, f"init must be one of {MLP_INITS}, got {self.init!r}")
+            _fail(owner, f"init must be one of {MLP_INITS}, got {short_repr(self.init)}")
         if self.init == "geometric" and not self.include_input:
             _fail(owner, "init='geometric' needs include_input=True")
         c = self.coordinate_features
         if c is not None and (isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= self.in_features):
-            _fail(owner, f"coordinate_features must be None or in [1, in_features={self.in_features}], got {c!r}")
+            _fail(
+                owner,
+                f"coordinate_features must be None or in [1, in_features={self.in_features}], got {short_repr(c)}",
+            )
         _check_resfield_layers(owner, self.n_layers, self.resfield_layers, self.resfield)
         if self.type != "mlp":
-            _fail(owner, f"type must be 'mlp', got {self.type!r}")
+            _fail(owner, f"type must be 'mlp', got {short_repr(self.type)}")
+        check_limit(owner, "parameter count", parameter_count(self), "max_parameters")
 
     @property
     def encoded_features(self) -> int:
         """Width of the positional encoding of the input."""
         return self.in_features * (int(self.include_input) + 2 * self.n_frequencies)
 
+
+_MAX_FREQUENCIES = 127
 
 FieldSpec = LinearSpec | SirenSpec | MLPSpec
 _SPEC_TYPES: dict[str, type] = {"linear": LinearSpec, "siren": SirenSpec, "mlp": MLPSpec}
@@ -272,10 +364,10 @@ class ModelSpec:
         names = [n for n, _ in self.fields] + [n for n, _ in self.arrays]
         for name in names:
             if not isinstance(name, str) or not name.isidentifier():
-                _fail(owner, f"names must be Python identifiers (no dots), got {name!r}")
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+                _fail(owner, f"names must be Python identifiers (no dots), got {short_repr(name)}")
+        duplicates = sorted(n for n, count in collections.Counter(names).items() if count > 1)
         if duplicates:
-            _fail(owner, f"duplicate name(s) {duplicates}")
+            _fail(owner, f"duplicate name(s) {short_repr(duplicates)}")
         for name, field_spec in self.fields:
             if not isinstance(field_spec, _FIELD_CLASSES):
                 _fail(owner, f"field {name!r} must be a LinearSpec, SirenSpec or MLPSpec")
@@ -283,7 +375,8 @@ class ModelSpec:
             if not isinstance(array, ArraySpec):
                 _fail(owner, f"array {name!r} must be an ArraySpec")
         if self.type != "model":
-            _fail(owner, f"type must be 'model', got {self.type!r}")
+            _fail(owner, f"type must be 'model', got {short_repr(self.type)}")
+        check_limit(owner, "parameter count", parameter_count(self), "max_parameters")
 
     def field(self, name: str) -> FieldSpec:
         """The spec of field ``name``; SpecError if there is none."""
@@ -307,9 +400,12 @@ def frame_to_time(frame: float, n_frames: int) -> float:
 
 
 def time_to_position(t: float, capacity: int) -> float:
-    """Coefficient position of time ``t``: ``(t + 1) / 2 * (C - 1)``, clamped to ``[0, C - 1]``."""
+    """Coefficient position of time ``t``: ``(t + 1) / 2 * (C - 1)``, clamped to ``[0, C - 1]``.
+
+    ``t`` is clamped to ``[-1, 1]`` first, which is the same for finite times and keeps ``±inf``
+    finite (``inf * 0`` would be NaN when ``C == 1``)."""
     _check_positive_int("time_to_position", "capacity", capacity)
-    return min(max((t + 1.0) / 2.0 * (capacity - 1), 0.0), float(capacity - 1))
+    return (min(max(t, -1.0), 1.0) + 1.0) / 2.0 * (capacity - 1)
 
 
 # ----------------------------------------------------------------------------- parameter contract
@@ -373,6 +469,12 @@ def parameter_shapes(spec: AnySpec) -> dict[str, tuple[int, ...]]:
     }
 
 
+def parameter_count(spec: AnySpec) -> int:
+    """Number of parameter elements of ``spec`` (every tensor of :func:`parameter_shapes`), computed
+    from the shapes alone, so a spec can be priced before anything is allocated."""
+    return sum(math.prod(shape) for shape in parameter_shapes(spec).values())
+
+
 @dataclass(frozen=True)
 class Init:
     """How to draw one parameter: ``kind`` is "uniform" (a=low, b=high), "normal" (a=mean,
@@ -386,7 +488,7 @@ class Init:
 
     def __post_init__(self) -> None:
         if self.kind not in ("uniform", "normal", "constant"):
-            _fail("Init", f"kind must be uniform, normal or constant, got {self.kind!r}")
+            _fail("Init", f"kind must be uniform, normal or constant, got {short_repr(self.kind)}")
         object.__setattr__(self, "zero_columns", tuple(tuple(c) for c in self.zero_columns))
 
 
@@ -401,9 +503,14 @@ class ArraySpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in self.shape):
-            _fail("ArraySpec", f"shape must be positive integers, got {self.shape!r}")
+            _fail("ArraySpec", f"shape must be positive integers, got {short_repr(self.shape)}")
+        # numpy stops at 64 dimensions; nothing a model stores needs more than a few
+        if len(self.shape) > _MAX_ARRAY_DIMS:
+            _fail("ArraySpec", f"shape has {len(self.shape)} dimensions, at most {_MAX_ARRAY_DIMS} are allowed")
+        check_limit("ArraySpec", "parameter count", math.prod(self.shape), "max_parameters")
 
 
+_MAX_ARRAY_DIMS = 16
 _RESIDUAL_SCALE = 0.01
 
 
@@ -507,7 +614,7 @@ def _check_type(owner: str, name: str, value: Any, hint: Any) -> Any:
         return _check_type(owner, name, value, inner)
     if origin is Literal:
         if value not in args:
-            _fail(owner, f"{name} must be one of {args}, got {value!r}")
+            _fail(owner, f"{name} must be one of {args}, got {short_repr(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -515,19 +622,19 @@ def _check_type(owner: str, name: str, value: Any, hint: Any) -> Any:
         return tuple(_check_type(owner, f"{name}[]", v, args[0]) for v in value)
     if hint is bool:
         if not isinstance(value, bool):
-            _fail(owner, f"{name} must be a boolean, got {value!r}")
+            _fail(owner, f"{name} must be a boolean, got {short_repr(value)}")
         return value
     if hint is int:
         if not isinstance(value, int) or isinstance(value, bool):
-            _fail(owner, f"{name} must be an integer, got {value!r}")
+            _fail(owner, f"{name} must be an integer, got {short_repr(value)}")
         return value
     if hint is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            _fail(owner, f"{name} must be a number, got {value!r}")
+            _fail(owner, f"{name} must be a number, got {short_repr(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            _fail(owner, f"{name} must be a string, got {value!r}")
+            _fail(owner, f"{name} must be a string, got {short_repr(value)}")
         return value
     raise AssertionError(f"unhandled type hint {hint!r}")  # a bug in this module, not bad input
 
@@ -538,7 +645,7 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        _fail(owner, f"unknown key(s) {unknown}; allowed: {sorted(names)}")
+        _fail(owner, f"unknown key(s) {short_repr(unknown)}; allowed: {sorted(names)}")
     required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
     missing = sorted(required - set(data))
     if missing:
@@ -549,16 +656,16 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
 def _model_from_dict(data: dict[str, Any]) -> ModelSpec:
     unknown = sorted(set(data) - {"type", "fields", "arrays"})
     if unknown:
-        _fail("ModelSpec", f"unknown key(s) {unknown}; allowed: ['arrays', 'fields', 'type']")
+        _fail("ModelSpec", f"unknown key(s) {short_repr(unknown)}; allowed: ['arrays', 'fields', 'type']")
     fields, arrays = data.get("fields"), data.get("arrays", {})
     if not isinstance(fields, dict) or not isinstance(arrays, dict):
         _fail("ModelSpec", "'fields' and 'arrays' must be objects keyed by name")
     parsed_arrays = []
     for name, array in arrays.items():
         if not isinstance(array, dict) or set(array) != {"shape", "init"}:
-            _fail("ModelSpec", f"array {name!r} must be an object with exactly 'shape' and 'init'")
+            _fail("ModelSpec", f"array {short_repr(name)} must be an object with exactly 'shape' and 'init'")
         if not isinstance(array["init"], dict):
-            _fail("ModelSpec", f"array {name!r}: 'init' must be an object")
+            _fail("ModelSpec", f"array {short_repr(name)}: 'init' must be an object")
         shape = _check_type("ArraySpec", "shape", array["shape"], tuple[int, ...])
         parsed_arrays.append((name, ArraySpec(shape, _from_dict(Init, array["init"]))))
     return ModelSpec(tuple((n, spec_from_dict(f)) for n, f in fields.items()), tuple(parsed_arrays))
@@ -572,7 +679,7 @@ def spec_from_dict(data: dict[str, Any]) -> AnySpec:
     if kind == "model":
         return _model_from_dict(data)
     if kind not in _SPEC_TYPES:
-        raise SpecError(f"spec 'type' must be one of {sorted([*_SPEC_TYPES, 'model'])}, got {kind!r}")
+        raise SpecError(f"spec 'type' must be one of {sorted([*_SPEC_TYPES, 'model'])}, got {short_repr(kind)}")
     return _from_dict(_SPEC_TYPES[kind], data)
 
 
@@ -592,13 +699,15 @@ def spec_from_json(text: str) -> AnySpec:
     check_schema_version(data.get("schema_version"))
     unknown = sorted(set(data) - {"schema_version", "field"})
     if unknown:
-        raise SpecError(f"unknown top-level key(s) {unknown}")
+        raise SpecError(f"unknown top-level key(s) {short_repr(unknown)}")
     if "field" not in data:
         raise SpecError("spec JSON has no 'field'")
     return spec_from_dict(data["field"])
 
 
 def check_schema_version(version: Any) -> None:
-    """Raise SpecError unless ``version`` is the schema version this library reads."""
-    if version != SCHEMA_VERSION:
+    """Raise SpecError unless ``version`` is the integer schema version this library reads.
+
+    Only an ``int`` counts: ``True`` and ``1.0`` compare equal to 1 in Python but are not a version."""
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise SpecError(f"unsupported schema_version {version!r}; this resfields reads version {SCHEMA_VERSION}")

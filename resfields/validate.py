@@ -4,27 +4,97 @@ nothing here imports an array library."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from resfields.errors import CheckpointError, FrameError, ShapeError
+from resfields.errors import CheckpointError, DTypeError, FrameError, ShapeError, SpecError, short_repr
 from resfields.spec import MLPSpec, ResFieldSpec
 
 __all__ = [
     "broadcast_time_shape",
+    "check_batch_layout",
+    "check_device",
     "check_frame_range",
+    "check_input_dtype",
     "check_input_features",
     "check_parameters_match",
+    "check_predict_inputs",
     "check_time_arguments",
     "check_times",
     "row_split",
+    "short_names",
 ]
+
+
+def short_names(names: Iterable[str], limit: int = 8) -> str:
+    """``names`` as a list for a message, cut to the first ``limit`` with a count of the rest: a
+    config that names a million layers must not make a megabyte error."""
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:limit])
+    rest = len(names) - limit
+    return f"[{shown}, ... and {rest} more]" if rest > 0 else f"[{shown}]"
 
 
 def check_input_features(x_shape: tuple[int, ...], in_features: int) -> None:
     """``x`` must be ``(..., in_features)``."""
     if len(x_shape) < 1 or x_shape[-1] != in_features:
         raise ShapeError(f"x has shape {tuple(x_shape)}; expected (..., {in_features}) (in_features={in_features})")
+
+
+def check_input_dtype(x_dtype: str, parameter_dtype: str) -> None:
+    """``x`` must have the parameters' dtype (names such as "float32"), as for ``torch.nn.Linear``;
+    a silent cast would hide a float64 pipeline running in float32, or the reverse."""
+    if x_dtype != parameter_dtype:
+        raise DTypeError(
+            f"x has dtype {x_dtype} but the parameters are {parameter_dtype}; "
+            f"convert the input (x.to({parameter_dtype})) or the module (.to({x_dtype}))"
+        )
+
+
+def check_predict_inputs(
+    x_shape: tuple[int, ...], in_features: int, key_shapes: Mapping[str, tuple[int, ...] | None]
+) -> None:
+    """Batched prediction takes ``x`` ``(N, in_features)`` and each key (``frame_ids``/``times``;
+    its shape, None when absent) of shape ``(N,)``; checked up front so that a compiled backend never
+    sees a shape it was not compiled for. ``N = 0`` is allowed (the output is ``(0, O)``)."""
+    x_shape = tuple(x_shape)
+    if len(x_shape) != 2 or x_shape[1] != in_features:
+        raise ShapeError(f"x has shape {x_shape}; predict expects (N, {in_features}) (in_features={in_features})")
+    for name, shape in key_shapes.items():
+        if shape is None:
+            continue
+        shape = tuple(shape)
+        if shape != (x_shape[0],):
+            raise ShapeError(f"{name} has shape {shape}; predict expects ({x_shape[0]},), one per row of x")
+
+
+def check_batch_layout(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]]) -> None:
+    """A batch for a step compiled for fixed shapes must have exactly the compiled keys and shapes."""
+    if set(given) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+        raise ShapeError(
+            f"batch keys differ from the compiled step's: missing {short_names(missing)}, "
+            f"unexpected {short_names(unexpected)}"
+        )
+    for name, shape in expected.items():
+        if tuple(given[name]) != tuple(shape):
+            raise ShapeError(
+                f"batch {name!r} has shape {tuple(given[name])}, but the compiled step expects {tuple(shape)}; "
+                "every training batch must keep the first batch's shapes"
+            )
+
+
+def check_device(backend: str, device: Any, available: Sequence[str], why: str = "") -> None:
+    """``device`` (None: the default) must be one of ``available`` (``["cpu", "cuda", "cuda:0"]``,
+    say), checked when a model is built rather than at its first use; ``why`` adds the backend's
+    reason when a device is missing (no GPU, say)."""
+    if device is None or str(device) in available:
+        return
+    reason = f" ({why})" if why else ""
+    raise SpecError(
+        f"device {short_repr(device)} is not available to the {backend} backend{reason}; "
+        f"valid devices here: {list(available)}"
+    )
 
 
 def check_time_arguments(rf: ResFieldSpec | None, frame_ids: Any, times: Any) -> str | None:
@@ -87,7 +157,10 @@ def check_parameters_match(own: Mapping[str, tuple[int, ...]], given: Mapping[st
     ``own`` with the same shapes; CheckpointError names the first kind of mismatch found."""
     missing, unexpected = sorted(set(own) - set(given)), sorted(set(given) - set(own))
     if missing or unexpected:
-        raise CheckpointError(f"parameter names do not match the model: missing {missing}, unexpected {unexpected}")
+        raise CheckpointError(
+            f"parameter names do not match the model: missing {short_names(missing)}, "
+            f"unexpected {short_names(unexpected)}"
+        )
     for name, shape in own.items():
         if tuple(given[name]) != tuple(shape):
             raise CheckpointError(f"parameter {name!r} has shape {tuple(given[name])}, model expects {tuple(shape)}")

@@ -230,9 +230,11 @@ def test_cli_fit_then_eval(video_file, tmp_path, capsys):
     assert main(argv) == 0
     run, ckpt = load_run(out)
     assert run.data.n_frames == 3 and ckpt.spec.resfield.capacity == 3
-    assert main(["eval", str(out), "--backend", "numpy", "--out", str(tmp_path / "eval")]) == 0
+    # eval reads only data named on its command line, never a path stored in the checkpoint
+    data = ["--data", video_file]
+    assert main(["eval", str(out), *data, "--backend", "numpy", "--out", str(tmp_path / "eval")]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["backend"] == "numpy"
-    assert main(["eval", str(out), "--set", "holdout_fraction=0.5", "--out", str(tmp_path / "half")]) == 0
+    assert main(["eval", str(out), *data, "--set", "holdout_fraction=0.5", "--out", str(tmp_path / "half")]) == 0
     assert main(["eval", str(out), "--set", "resolution=3"]) == 2  # one line on stderr, no traceback
     assert "KEY=VALUE" in capsys.readouterr().err
     assert main(["fit", "video", "--data", video_file, "--steps", "7", "--out", str(out), "--resume", "--quiet"]) == 0

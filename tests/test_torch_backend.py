@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from resfields.backends.torch import Field, GroupedLinear, ResFieldLinear, plan_frames  # noqa: E402
+from resfields.backends.torch import Field, ResFieldLinear, grouped_linear, plan_frames  # noqa: E402
 from resfields.errors import FrameError, ShapeError  # noqa: E402
 from resfields.spec import ResFieldSpec, SirenSpec, frame_to_time  # noqa: E402
 
@@ -23,7 +23,7 @@ def _layer(**kw) -> ResFieldLinear:
 
 
 def _per_frame(layer: ResFieldLinear, x: torch.Tensor, frame: int) -> torch.Tensor:
-    w = layer.weight + layer.frame_residuals(torch.tensor([frame]))[0]
+    w = layer.weight + layer.residuals_at(torch.tensor([frame]))[0]
     return torch.nn.functional.linear(x, w, layer.bias)
 
 
@@ -60,11 +60,13 @@ def test_broadcasting_layouts_agree(compression):
 def test_plan_builds_weights_only_for_present_frames():
     rf = ResFieldSpec(capacity=1000, rank=2)
     plan = plan_frames(rf, (5, 8), torch.tensor([[900], [3], [900], [3], [42]]), None, torch.device("cpu"))
-    assert plan.frames.tolist() == [3, 42, 900]
-    assert plan.counts == [16, 8, 16]
-    assert plan.order is not None  # unsorted rows get sorted once
+    groups = plan.groups()
+    assert groups.frames.tolist() == [3, 42, 900]
+    assert groups.counts.tolist() == [2, 1, 2]  # rows of each frame present
+    assert groups.order.tolist() == [1, 3, 4, 0, 2]  # unsorted rows are grouped once per plan
+    assert plan.groups() is groups
     sorted_plan = plan_frames(rf, (5, 8), torch.tensor([[3], [3], [42], [900], [900]]), None, torch.device("cpu"))
-    assert sorted_plan.order is None  # presorted input (what samplers produce) skips the permutation
+    assert sorted_plan.groups().order.numel() == 0  # presorted input (what samplers produce) stays in place
 
 
 def test_interpolation_blends_neighbouring_frames():
@@ -84,11 +86,14 @@ def test_interpolation_blends_neighbouring_frames():
 
 
 def test_grouped_linear_gradcheck():
-    x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(7, 2, 3, dtype=torch.float64, requires_grad=True)
     w = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, b: GroupedLinear.apply(x, w, b, [2, 4, 1]), (x, w, b))
-    assert torch.autograd.gradcheck(lambda x, w: GroupedLinear.apply(x, w, None, [0, 7, 0]), (x, w))
+    index = torch.tensor([2, 0, 2, 1, 1, 2, 0])
+    order, counts = torch.argsort(index, stable=True), torch.bincount(index, minlength=3)
+    f = lambda x, w: grouped_linear(x, w, index, None, order, counts)  # noqa: E731
+    torch.testing.assert_close(f(x, w), torch.einsum("rsi,roi->rso", x, w[index]))
+    assert torch.autograd.gradcheck(f, (x, w))
+    assert torch.autograd.gradgradcheck(f, (x, w))  # eikonal losses differentiate the gradient
 
 
 def test_bf16_autocast_close_to_fp32():
@@ -164,11 +169,15 @@ def test_field_uses_the_field_init_rules():
 
 
 def test_grouped_linear_blend_gradcheck():
-    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)  # pairs of (2 out) stacked
-    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
-    blend = torch.rand(6, 1, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda x, w, b: GroupedLinear.apply(x, w, b, [4, 2], blend), (x, w, b))
-    y = GroupedLinear.apply(x, w, b, [4, 2], blend)
-    expected = x[:4] @ w[0, :2].t() + b + blend[:4] * (x[:4] @ w[0, 2:].t())
+    x = torch.randn(6, 1, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)  # [lower knot; difference], 2 outputs each
+    blend = torch.rand(6, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([0, 0, 0, 0, 1, 1])
+    empty, counts = index.new_empty(0), torch.tensor([4, 2])
+    f = lambda x, w, blend: grouped_linear(x, w, index, blend, empty, counts)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, w, blend))
+    assert torch.autograd.gradgradcheck(f, (x, w, blend))
+    y = f(x, w, blend)
+    expected = x[:4] @ w[0, :2].t() + blend[:4, None, None] * (x[:4] @ w[0, 2:].t())
     torch.testing.assert_close(y[:4], expected)
+

@@ -24,9 +24,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
+    from resfields.checkpoint import load_checkpoint
+
     from .pretrained import resolve
 
     folder = resolve(args.id, revision=args.revision, cache_dir=args.cache_dir, local_files_only=args.offline)
+    load_checkpoint(folder)  # a local folder was only checked for its two files; print only what loads
     print(folder)
     return 0
 

@@ -22,20 +22,30 @@ per-call form of offline mode.
 
 Every failure is a :class:`~resfields.errors.CheckpointError` naming the repo and the revision, with the
 ``huggingface_hub`` (or transport) error kept as ``__cause__``, so a caller catches one error family.
+
+Nothing a server answers, and nothing a ``refs/`` file of the cache holds, is used as a path before it is
+checked: repo ids follow the Hub's naming rules and revisions git's ref-name rules (checked before any
+request), the commit id a branch or tag resolves to must be 40 hex digits before huggingface_hub sees it,
+the snapshot folder it returns must be ``<cache>/models--NS--NAME/snapshots/<that commit>``, and eviction
+only removes files whose real path lies in that repo's cache folder.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import shutil
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import httpx2  # the HTTP client of huggingface_hub >= 2: its transport errors escape HfApi uncaught
-from huggingface_hub import HfApi, constants, snapshot_download
+from huggingface_hub import HfApi, ResolvedRevision, constants, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     IncompleteSnapshotError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
@@ -43,17 +53,111 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
+from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, checkpoint_path, load_checkpoint
 from resfields.errors import CheckpointError
 
 from .registry import file_sha256
 
-__all__ = ["CHECKPOINT_PATTERNS", "download", "is_local_checkpoint", "push_to_hub"]
+__all__ = [
+    "CHECKPOINT_PATTERNS",
+    "check_repo_id",
+    "check_revision",
+    "download",
+    "is_local_checkpoint",
+    "push_to_hub",
+    "repo_id_problem",
+    "revision_problem",
+]
 
 #: Files of a checkpoint repo, as fnmatch patterns on repo paths (``*`` also matches ``/``).
 CHECKPOINT_PATTERNS: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME, "README.md", "metrics.json", "media/*")
 
 _DEFAULT_REVISION = "main"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_REPO_PART = re.compile(r"[A-Za-z0-9._-]+")
+_MAX_REPO_PART = 96  # the Hub's limit on a name (huggingface_hub's validate_repo_id uses the same)
+_MAX_REVISION = 255  # a ref becomes one file name per component under refs/; 255 bytes is the usual limit
+_REVISION_CHARS = frozenset(" ~^:?*[\\")  # what git check-ref-format refuses, besides controls and ".."
+_MAX_REF_BYTES = 4096  # a refs/ file holds one commit id; never read a large file because of its name
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``repr(text)``, cut short for a message when ``text`` is long (a 5000-character id, say)."""
+    return repr(text) if len(text) <= limit else f"{text[: limit - 20]!r}... ({len(text)} characters)"
+
+
+def repo_id_problem(repo_id: object) -> str | None:
+    """Why ``repo_id`` is not a Hub model repo id ``namespace/name``, or ``None`` when it is one.
+
+    The Hub's rules: each part 1 to 96 of ``A-Z a-z 0-9 . _ -``, not starting or ending with ``-`` or
+    ``.``, no ``--`` or ``..`` anywhere, the name not ending in ``.git``.
+    """
+    if not isinstance(repo_id, str):
+        return f"a repo id is a string, got {type(repo_id).__name__}"
+    if repo_id.count("/") != 1:
+        return "a repo id is 'namespace/name', with exactly one '/'"
+    for what, part in zip(("namespace", "name"), repo_id.split("/"), strict=True):
+        if not part:
+            return f"the {what} is empty"
+        if len(part) > _MAX_REPO_PART:
+            return f"the {what} has {len(part)} characters, the Hub allows at most {_MAX_REPO_PART}"
+        if not _REPO_PART.fullmatch(part):
+            bad = next(c for c in part if not _REPO_PART.fullmatch(c))
+            return f"the {what} contains {bad!r}; allowed are A-Z, a-z, 0-9, '.', '_' and '-'"
+        if part[0] in "-." or part[-1] in "-.":
+            return f"the {what} cannot start or end with '-' or '.'"
+        if "--" in part or ".." in part:
+            return f"the {what} cannot contain '--' or '..'"
+    if repo_id.endswith(".git"):
+        return "the name cannot end with '.git'"
+    return None
+
+
+def revision_problem(revision: object) -> str | None:
+    """Why ``revision`` is no plausible branch, tag or commit name (git's ref-name rules), or ``None``.
+
+    A revision becomes a URL segment and, for huggingface_hub, the path ``refs/<revision>`` in the cache,
+    so ``..``, a leading ``/``, empty or dot-led components, backslashes and control characters are out.
+    """
+    if not isinstance(revision, str):
+        return f"a revision is a string, got {type(revision).__name__}"
+    if not revision:
+        return "the revision is empty"
+    if len(revision) > _MAX_REVISION:
+        return f"the revision has {len(revision)} characters, at most {_MAX_REVISION} are accepted"
+    for c in revision:
+        if ord(c) < 0x20 or ord(c) == 0x7F or c in _REVISION_CHARS:
+            return f"the revision contains {c!r}"
+    if ".." in revision or "@{" in revision or revision == "@":
+        return "the revision contains '..' or '@{', or is '@'"
+    if revision.startswith("/") or revision.endswith("/") or "//" in revision:
+        return "the revision cannot start or end with '/' or contain '//'"
+    for part in revision.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            return f"the revision component {part!r} starts with '.' or ends with '.lock'"
+    if revision.endswith("."):
+        return "the revision cannot end with '.'"
+    return None
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` itself; CheckpointError naming the broken rule when it is no Hub repo id (see
+    :func:`repo_id_problem`)."""
+    problem = repo_id_problem(repo_id)
+    if problem is not None:
+        raise CheckpointError(f"invalid Hub repo id {shown(str(repo_id))}: {problem}")
+    return repo_id
+
+
+def check_revision(revision: str | None) -> str:
+    """``revision``, ``"main"`` for ``None``; CheckpointError naming the broken rule when it is no
+    plausible branch, tag or commit name (see :func:`revision_problem`)."""
+    if revision is None:
+        return _DEFAULT_REVISION
+    problem = revision_problem(revision)
+    if problem is not None:
+        raise CheckpointError(f"invalid revision {shown(str(revision))}: {problem}")
+    return revision
 
 
 def is_local_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -95,39 +199,140 @@ def download(
         :func:`resfields.checkpoint.load_checkpoint` has already succeeded on it.
 
     Raises:
-        CheckpointError: repository or revision not found, not cached while offline, the Hub
-            unreachable or answering an HTTP error, a required file missing, a sha256 mismatch, or
-            a corrupt/truncated checkpoint. After a failed verification the snapshot of that
-            revision (folder, the blobs only it uses, its refs and tree listing) is removed from
-            the cache, so no broken model folder stays behind and the next call downloads again.
+        CheckpointError: an invalid repo id or revision (before any request), repository or revision
+            not found, not cached while offline, the Hub unreachable or answering an HTTP error, a
+            commit id (from the Hub or a cached ``refs/`` file) that is not 40 hex digits, a snapshot
+            folder outside the cache, a required file missing, a sha256 mismatch, or a
+            corrupt/truncated checkpoint. After a failed verification the snapshot of that revision
+            (folder, the blobs only it uses, its refs and tree listing) is removed from the cache, so
+            no broken model folder stays behind and the next call downloads again.
     """
-    where = f"checkpoint {repo_id!r} at revision {revision or _DEFAULT_REVISION!r}"
+    check_repo_id(repo_id)
+    revision = check_revision(revision)
+    where = f"checkpoint {repo_id!r} at revision {shown(revision)}"
+    storage = _storage_folder(cache_dir, repo_id, where)
+    offline = local_files_only or constants.HF_HUB_OFFLINE
+    api = HfApi(endpoint=endpoint, token=token)
     try:
-        folder = Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only,
-                allow_patterns=list(CHECKPOINT_PATTERNS),
-                endpoint=endpoint,
-                token=token,
-            )
+        commit, unreachable = _resolve_commit(api, repo_id, revision, storage, offline)
+    except (OSError, httpx2.HTTPError, HFValidationError) as e:
+        raise CheckpointError(f"cannot download {where}: {_describe(e, endpoint, local_files_only)}") from e
+    except CheckpointError as e:
+        raise CheckpointError(f"refusing {where}: {e}") from e
+    if commit is None:  # neither the Hub nor the cache knows it
+        reason = _describe(unreachable, endpoint, local_files_only) if unreachable else _NOT_CACHED
+        raise CheckpointError(f"cannot download {where}: {reason}") from unreachable
+    try:
+        returned = snapshot_download(
+            repo_id,
+            # resolved here, so huggingface_hub never builds a path from a commit id that was not checked
+            revision=ResolvedRevision(commit, initial=revision, repo_id=repo_id),
+            cache_dir=storage.parent,
+            local_files_only=offline or unreachable is not None,
+            allow_patterns=list(CHECKPOINT_PATTERNS),
+            endpoint=endpoint,
+            token=token,
         )
     # huggingface_hub's own errors are OSErrors (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled);
-    # transport failures it does not translate (a dropped connection mid-answer) are httpx2 errors
-    except (OSError, httpx2.HTTPError) as e:
-        raise CheckpointError(f"cannot download {where}: {_describe(e, endpoint, local_files_only)}") from e
+    # transport failures it does not translate (a dropped connection mid-answer) are httpx2 errors;
+    # HFValidationError is a ValueError, for anything its validators refuse that ours let through
+    except (OSError, httpx2.HTTPError, HFValidationError) as e:
+        # a snapshot missing after the Hub failed us: why the Hub failed is the news
+        missing = isinstance(e, LocalEntryNotFoundError) and not isinstance(e, IncompleteSnapshotError)
+        cause = unreachable if unreachable is not None and missing else e
+        raise CheckpointError(f"cannot download {where}: {_describe(cause, endpoint, offline)}") from e
+    folder = _snapshot_folder(Path(returned), storage, commit, where)
     try:
         _verify(folder, expected_sha256)
     except CheckpointError as e:
-        _evict_snapshot(folder)
+        _evict_snapshot(folder, storage)
         raise CheckpointError(f"{where} failed verification and was removed from the cache: {e}") from e
+    if revision != commit:
+        _write_ref(storage, revision, commit)
     return folder
 
 
+_NOT_CACHED = "not in the local cache and downloads are disabled (local_files_only=True or HF_HUB_OFFLINE=1)"
+
+
+def _storage_folder(cache_dir: str | Path | None, repo_id: str, where: str) -> Path:
+    """``<cache>/models--NS--NAME``, with the cache's real path (as huggingface_hub resolves it)."""
+    try:
+        cache = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte
+        raise CheckpointError(f"cannot download {where}: unusable cache folder {cache_dir!r} ({e})") from e
+    return cache / ("models--" + repo_id.replace("/", "--"))  # a checked id: one component, no '..'
+
+
+def _resolve_commit(
+    api: HfApi, repo_id: str, revision: str, storage: Path, offline: bool
+) -> tuple[str | None, BaseException | None]:
+    """``(commit id, error)``: the checked commit ``revision`` names, and why the Hub could not say.
+
+    A commit id is itself; else the Hub's answer; else (offline, unreachable, an HTTP error as
+    huggingface_hub falls back on) the cached ``refs/<revision>``; else ``(None, error)``.
+    Raises CheckpointError for a commit id that is not 40 hex digits, RevisionNotFoundError as the Hub
+    answers it.
+    """
+    if _COMMIT.fullmatch(revision):
+        return revision, None
+    error: BaseException | None = None
+    if not offline:
+        try:
+            sha = api.repo_info(repo_id, revision=revision).sha
+        except (httpx2.ProxyError, RevisionNotFoundError):
+            raise  # a misconfigured proxy, or the Hub's definite answer: no cached copy stands in
+        except (httpx2.TransportError, OSError) as e:  # unreachable, offline, 5xx, no access: try the cache
+            error = e
+        else:
+            if not isinstance(sha, str) or not _COMMIT.fullmatch(sha):
+                raise CheckpointError(f"the Hub answered {shown(str(sha))} as its commit id, not 40 hex digits")
+            return sha, None
+    ref = storage / "refs" / revision
+    if ref.is_symlink():
+        raise CheckpointError(f"{ref} is a symlink, not a commit id written by huggingface_hub")
+    if not ref.is_file():
+        return None, error
+    with ref.open("rb") as handle:
+        text = handle.read(_MAX_REF_BYTES + 1).decode("utf-8", errors="replace")
+    if not _COMMIT.fullmatch(text.strip()):
+        raise CheckpointError(f"the cached refs/{revision} holds {shown(text, 60)}, not a commit id (40 hex digits)")
+    return text.strip(), error
+
+
+def _snapshot_folder(returned: Path, storage: Path, commit: str, where: str) -> Path:
+    """``returned`` if its real path is ``<storage>/snapshots/<commit>`` inside the cache, else CheckpointError
+    (and nothing is used or removed)."""
+    snapshots = Path(os.path.realpath(storage / "snapshots"))
+    expected = snapshots / commit
+    if (
+        Path(os.path.realpath(returned)) != expected
+        or snapshots.parent != Path(os.path.realpath(storage))
+        or Path(os.path.realpath(storage)).parent != storage.parent
+    ):
+        raise CheckpointError(
+            f"{where}: huggingface_hub returned {returned}, not the snapshot folder {expected} of the cache: "
+            "refusing to use it (nothing was removed)"
+        )
+    return expected
+
+
+def _write_ref(storage: Path, revision: str, commit: str) -> None:
+    """Record ``revision -> commit`` in ``refs/`` as huggingface_hub does, so offline calls find it."""
+    ref = storage / "refs" / revision  # a checked revision: stays inside refs/
+    try:
+        if ref.is_file() and not ref.is_symlink() and ref.read_text().strip() == commit:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        temp = ref.with_name(f".{ref.name}.{uuid.uuid4().hex[:12]}.tmp")  # unique across threads too
+        temp.write_text(commit)
+        os.replace(temp, ref)  # atomic: a concurrent reader never sees a half-written ref
+    except OSError:
+        pass  # a read-only shared cache still served the download; only offline lookups by name miss out
+
+
 def _describe(error: BaseException, endpoint: str | None, local_files_only: bool) -> str:
-    """One sentence on why snapshot_download failed (the original error stays the ``__cause__``)."""
+    """One sentence on why the download failed (the original error stays the ``__cause__``)."""
     hub = endpoint or constants.ENDPOINT
     if isinstance(error, RevisionNotFoundError):
         return f"revision not found on {hub}"
@@ -139,10 +344,14 @@ def _describe(error: BaseException, endpoint: str | None, local_files_only: bool
         return f"repository (or revision) not found on {hub}, or it is private and no valid token was given"
     if isinstance(error, IncompleteSnapshotError):  # a download interrupted earlier, now offline
         return f"the cached snapshot is incomplete and the Hub at {hub} cannot be used: {error}"
+    if isinstance(error, OfflineModeIsEnabled):
+        return _NOT_CACHED
+    if isinstance(error, httpx2.TransportError):
+        return f"the Hub at {hub} could not be reached ({type(error).__name__}: {error}) and it is not cached"
     if isinstance(error, LocalEntryNotFoundError):
         cause = error.__cause__
         if local_files_only or constants.HF_HUB_OFFLINE or isinstance(cause, OfflineModeIsEnabled):
-            return "not in the local cache and downloads are disabled (local_files_only=True or HF_HUB_OFFLINE=1)"
+            return _NOT_CACHED
         if cause is not None:
             return f"the Hub at {hub} could not be reached ({type(cause).__name__}: {cause}) and it is not cached"
         return f"not available in the local cache: {error}"
@@ -161,48 +370,57 @@ def _verify(folder: Path, expected_sha256: Mapping[str, str] | None) -> None:
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{name}: listed in expected_sha256 but not among the checkpoint files of the repo")
-        actual = file_sha256(path)
+        actual = file_sha256(checkpoint_path(folder, name))
         if actual != expected.strip().lower():
             raise CheckpointError(f"{name}: sha256 mismatch, expected {expected}, got {actual}")
     load_checkpoint(folder)
 
 
-def _evict_snapshot(folder: Path) -> None:
+def _evict_snapshot(folder: Path, storage: Path) -> None:
     """Remove one cached snapshot: its folder, the blobs no other snapshot links to, its refs and tree listing.
 
-    ``folder`` must be ``<repo cache>/snapshots/<commit>`` (anything else is left alone). Blobs are
-    content-addressed and shared between revisions (an unchanged config.json), hence the reference check.
+    ``folder`` is the real path ``<storage>/snapshots/<commit>`` (checked by :func:`_snapshot_folder`;
+    checked again here, as deleting is the one step that cannot be undone). Only files whose real path
+    lies in ``storage`` are removed. Blobs are content-addressed and shared between revisions (an
+    unchanged config.json), hence the reference check.
     """
-    if folder.parent.name != "snapshots":
+    root = Path(os.path.realpath(storage))
+    snapshots = Path(os.path.realpath(storage / "snapshots"))
+    if folder != snapshots / folder.name or snapshots.parent != root or not _COMMIT.fullmatch(folder.name):
         return
-    storage = folder.parent.parent
     commit = folder.name
-    blobs = storage / "blobs"
+    blobs = Path(os.path.realpath(storage / "blobs"))
 
     def linked_blobs(snapshot: Path) -> set[Path]:
         out = set()
-        for path in snapshot.rglob("*"):
+        for path in snapshot.rglob("*"):  # (rglob does not descend into linked folders)
             if path.is_symlink():
                 target = Path(os.path.realpath(path))
-                if target.parent == blobs.resolve():
+                if target.parent == blobs and blobs.parent == root and target.is_file():
                     out.add(target)
         return out
 
     ours = linked_blobs(folder)
     others: set[Path] = set()
-    for snapshot in folder.parent.glob("*"):  # (the folder is absent when the repo had no matching file)
+    for snapshot in snapshots.glob("*"):  # (the folder is absent when the repo had no matching file)
         if snapshot.name != commit and snapshot.is_dir():
             others |= linked_blobs(snapshot)
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)  # removes links, never what they point to
     for blob in ours - others:
         blob.unlink(missing_ok=True)
     # a ref (branch/tag name -> commit) to a removed snapshot would make an offline call look for it
     refs = storage / "refs"
-    if refs.is_dir():
-        for ref in refs.rglob("*"):
-            if ref.is_file() and ref.read_text().strip() == commit:
-                ref.unlink(missing_ok=True)
-    (storage / "trees" / f"{commit}.json").unlink(missing_ok=True)
+    if Path(os.path.realpath(refs)).parent == root:
+        for parent, _, names in os.walk(refs):  # (does not follow links to folders)
+            for name in names:
+                ref = Path(parent) / name
+                if ref.is_symlink() or not ref.is_file() or ref.stat().st_size > _MAX_REF_BYTES:
+                    continue  # never written by huggingface_hub: not ours to read or remove
+                if ref.read_text(errors="replace").strip() == commit:
+                    ref.unlink(missing_ok=True)
+    trees = storage / "trees"
+    if Path(os.path.realpath(trees)).parent == root:
+        (trees / f"{commit}.json").unlink(missing_ok=True)  # a checked commit id: stays inside trees/
 
 
 # ----------------------------------------------------------------------------- upload
@@ -236,13 +454,22 @@ def push_to_hub(
         str: the id (40 hex digits) of the commit holding the upload.
 
     Raises:
-        CheckpointError: the folder is not a valid checkpoint (nothing is sent), or the Hub refused
-            or could not be reached (the huggingface_hub error is the ``__cause__``).
+        CheckpointError: an invalid repo id or branch name, a folder that is not a valid checkpoint or
+            holds a file to upload that is a symlink leading out of it (nothing is sent in these
+            cases), or the Hub refused or could not be reached (the huggingface_hub error is the
+            ``__cause__``).
     """
     folder = Path(folder)
-    target = f"{repo_id!r} (revision {revision or _DEFAULT_REVISION!r})"
+    check_repo_id(repo_id)
+    branch = check_revision(revision)
+    target = f"{repo_id!r} (revision {shown(branch)})"
     try:
         load_checkpoint(folder)
+        # what upload_folder would send: a link out of the folder would upload whatever it points to
+        for path in sorted(folder.glob("**/*")):
+            name = path.relative_to(folder).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(name, pattern) for pattern in CHECKPOINT_PATTERNS):
+                checkpoint_path(folder, name)
     except CheckpointError as e:
         raise CheckpointError(f"refusing to push {folder} to {target}: {e}") from e
     api = HfApi(endpoint=endpoint, token=token)
@@ -257,6 +484,6 @@ def push_to_hub(
             allow_patterns=list(CHECKPOINT_PATTERNS),
             commit_message=commit_message or "Upload resfields checkpoint",
         )
-    except (OSError, httpx2.HTTPError) as e:  # as in download()
+    except (OSError, httpx2.HTTPError, HFValidationError) as e:  # as in download()
         raise CheckpointError(f"cannot push {folder} to {target} on {api.endpoint}: {e}") from e
     return info.oid

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from resfields.checkpoint import CONFIG_NAME, Checkpoint, save_checkpoint, shared_mode
+from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, checkpoint_path, save_checkpoint, shared_mode
 from resfields.errors import CheckpointError, SpecError
 
 from .card import CARD_NAME, write_card
@@ -44,21 +44,37 @@ def resolve(
     local_files_only: bool = False,
     endpoint: str | None = None,
 ) -> Path:
-    """The local folder of a checkpoint given as a folder, a zoo id or a Hub repo id (see module doc)."""
+    """The local folder of a checkpoint given as a folder, a zoo id or a Hub repo id (see module doc).
+
+    Raises:
+        CheckpointError: an empty id; a folder without ``config.json`` and ``model.safetensors``; a
+            shipped zoo checkpoint whose files do not match the registry; an id that is no folder, no
+            zoo id and no valid Hub repo id (the broken naming rule is named); any failure of
+            :func:`resfields.zoo.hub.download` (invalid revision, not found, failed verification, ...).
+        SpecError: ``revision`` given with a local folder.
+    """
+    name = str(id_or_path)
+    if not name:  # Path("") is the current folder: an empty id must not silently mean it
+        raise CheckpointError(
+            "an empty id names no checkpoint (a folder, a zoo id or a Hub repo id); use '.' for this folder"
+        )
     path = Path(id_or_path)
-    if path.is_dir():
+    if _is_dir(path):
         if revision is not None:
             raise SpecError(f"{path}: revision={revision!r} applies to Hub ids, not to a local folder")
+        missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (path / n).is_file()]
+        if missing:
+            raise CheckpointError(f"{path} is a folder but no checkpoint: it has no {' and no '.join(missing)}")
         return path
-    name = str(id_or_path)
     entry = get_entry(name)
     if entry is not None and revision is None and entry.local_folder().is_dir():
         verify_hashes(entry.local_folder(), entry.files, f"zoo checkpoint {entry.id}")
         return entry.local_folder()
-    if "/" not in name or name.count("/") != 1:
-        raise CheckpointError(f"{name!r} is neither a folder, nor a zoo id, nor a Hub repo id (namespace/name)")
-    from .hub import download
+    from .hub import download, repo_id_problem, shown
 
+    problem = repo_id_problem(name)
+    if problem is not None:
+        raise CheckpointError(f"{shown(name)} is neither a folder, nor a zoo id, nor a valid Hub repo id: {problem}")
     return download(
         entry.id if entry is not None else name,
         revision=revision,
@@ -67,6 +83,14 @@ def resolve(
         expected_sha256=entry.files if entry is not None and revision is None else None,
         endpoint=endpoint,
     )
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False for a name no file system accepts (too long, a NUL byte)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -146,7 +170,13 @@ def from_pretrained(
     endpoint: str | None = None,
 ) -> Pretrained:
     """Load a fitted model from a folder, a zoo id or a Hub repo id onto ``backend`` ("torch",
-    "tinygrad" or "numpy", the float64 reference). ``revision`` pins a Hub branch, tag or commit."""
+    "tinygrad" or "numpy", the float64 reference). ``revision`` pins a Hub branch, tag or commit.
+
+    Raises:
+        SpecError: an unknown ``backend``, or ``revision`` with a local folder.
+        CheckpointError: whatever :func:`resolve` refuses, and a checkpoint that does not load or is not
+            the model its run config describes.
+    """
     if backend not in BACKEND_NAMES:
         raise SpecError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
     folder = resolve(
@@ -207,6 +237,11 @@ def save_pretrained(
     ``description``, ``metrics`` ({backend: metrics}), ``check`` (the cross-backend result), ``license``.
     The folder is written through a temporary sibling and renamed into place, so a failure leaves no
     half-written model folder.
+
+    Raises:
+        CheckpointError: the source does not load or does not match its recipe, its ``metrics.json``
+            is no JSON or a symlink out of it, or ``folder`` exists, is not empty and holds no checkpoint.
+        SpecError: ``dtype`` is not a storage dtype.
     """
     source = model.folder if isinstance(model, Pretrained) else Path(model)
     run, ckpt = _load_checked(source)
@@ -220,9 +255,13 @@ def save_pretrained(
         save_checkpoint(staging, ckpt.spec, ckpt.arrays, metadata=ckpt.metadata, dtype=dtype)  # type: ignore[arg-type]
         extra = dict(card or {})
         write_card(staging / CARD_NAME, run, ckpt.metadata, dtype=dtype, **extra)
-        metrics = source / "metrics.json"
+        metrics = checkpoint_path(source, "metrics.json")  # a link out would copy (and publish) another file
         if metrics.is_file():
-            (staging / "metrics.json").write_text(json.dumps(json.loads(metrics.read_text()), indent=2) + "\n")
+            try:
+                measured = json.loads(metrics.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+                raise CheckpointError(f"{source / 'metrics.json'}: not valid JSON: {e}") from e
+            (staging / "metrics.json").write_text(json.dumps(measured, indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

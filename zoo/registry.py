@@ -61,10 +61,11 @@ def load_registry(path: Path = REGISTRY_PATH) -> dict[str, ZooEntry]:
         return {}
     try:
         data = json.loads(path.read_text())
-        if data.get("schema_version") != SCHEMA_VERSION:
+        version = data.get("schema_version")
+        if type(version) is not int or version != SCHEMA_VERSION:  # (True == 1 in Python)
             raise CheckpointError(f"{path}: registry schema_version must be {SCHEMA_VERSION}")
         return {key: ZooEntry(id=key, **value) for key, value in data["models"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, RecursionError) as err:
         raise CheckpointError(f"{path}: malformed zoo registry ({type(err).__name__}: {err})") from err
 
 

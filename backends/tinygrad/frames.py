@@ -43,14 +43,15 @@ class TimePlan:
 def time_matrix(rf: ResFieldSpec, key: Tensor) -> Tensor:
     """``(N,)`` frame ids (lookup) or times (interpolation) -> ``(N, C)`` float32 time matrix.
 
-    Interpolation uses ``p = clip((t + 1) / 2 (C - 1), 0, C - 1)`` and puts ``1 - w`` on ``floor(p)``
+    Interpolation uses ``p = (clip(t, -1, 1) + 1) / 2 (C - 1)`` and puts ``1 - w`` on ``floor(p)``
     and ``w = p - floor(p)`` on the next knot (clamped), as the reference does.
     """
     capacity = rf.capacity
     knots = Tensor.arange(capacity).reshape(1, capacity)
     if rf.mode == "lookup":
         return (key.reshape(-1, 1).cast(dtypes.int32) == knots).cast(dtypes.float32)
-    position = ((key.cast(dtypes.float32) + 1.0) * (0.5 * (capacity - 1))).clip(0.0, float(capacity - 1))
+    # the time is clamped, not the position: inf * (C - 1) is NaN when C == 1
+    position = (key.cast(dtypes.float32).clip(-1.0, 1.0) + 1.0) * (0.5 * (capacity - 1))
     low = position.floor()
     weight = (position - low).reshape(-1, 1)
     high = (low + 1.0).clip(0.0, float(capacity - 1))

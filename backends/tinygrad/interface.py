@@ -9,6 +9,7 @@ from tinygrad import Device, Tensor, dtypes
 from tinygrad.nn.state import get_state_dict
 
 from resfields.spec import FieldSpec
+from resfields.validate import check_device
 
 from .fields import build_field
 from .frames import device_tensor
@@ -33,12 +34,17 @@ class TinygradBackend:
         return found
 
     def build(self, spec: FieldSpec, arrays: dict[str, np.ndarray] | None = None, device: str | None = None) -> Any:
+        # checked here: tinygrad itself accepts any device name until the first kernel runs on it
+        if device is not None and device != "cpu":
+            no_gpu = str(device).startswith("cuda") and "cuda" not in self.devices()
+            why = "CUDA was requested but tinygrad finds no CUDA device" if no_gpu else ""
+            check_device(self.name, device, self.devices(), why)
         model = build_field(spec)
         if arrays is not None:
             load_parameters(model, arrays)
         if device is not None and device != "cpu":
             for tensor in get_state_dict(model).values():
-                tensor.to_(_DEVICES.get(device, device))
+                tensor.to_(_DEVICES[device])
         return model
 
     def to_numpy(self, model: Any) -> dict[str, np.ndarray]:

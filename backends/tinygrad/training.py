@@ -18,7 +18,7 @@ from tinygrad.nn.optim import Adam
 from tinygrad.nn.state import get_state_dict
 
 from resfields.errors import CheckpointError, FrameError, ShapeError
-from resfields.validate import check_frame_range, check_times
+from resfields.validate import check_batch_layout, check_frame_range, check_predict_inputs, check_times
 
 from .frames import device_tensor
 
@@ -44,7 +44,7 @@ def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, Tenso
     return out
 
 
-def _check_keys(model: Any, frame_ids: np.ndarray | None, times: np.ndarray | None) -> None:
+def _check_keys(model: Any, frame_ids: np.ndarray | None, times: np.ndarray | None, training: bool = False) -> None:
     # the checks validate=True would do inside the field, done on the host copy instead
     rf = getattr(model.spec, "resfield", None) if hasattr(model, "spec") else None
     if rf is None:
@@ -57,7 +57,9 @@ def _check_keys(model: Any, frame_ids: np.ndarray | None, times: np.ndarray | No
     if times is not None:
         ts = np.asarray(times)
         check_times(bool(np.issubdtype(ts.dtype, np.floating)), bool(np.isnan(ts).any()))
-        if np.isinf(ts).any():  # a training batch with an infinite time is a data bug, even if clamping hides it
+        # a training batch with an infinite time is a data bug, even if clamping hides it; inference
+        # clamps it like any time outside [-1, 1], as the spec and the other backends do
+        if training and np.isinf(ts).any():
             raise FrameError("times contain infinity")
 
 
@@ -79,18 +81,22 @@ class _Predictor:
         return self._jits[keys]
 
     def __call__(self, x: np.ndarray, frame_ids: np.ndarray | None, times: np.ndarray | None) -> np.ndarray:
-        _check_keys(self.model, frame_ids, times)
         columns = {"x": np.asarray(x, dtype=np.float32)}
         if frame_ids is not None:
             columns["frame_ids"] = np.asarray(frame_ids)
         if times is not None:
             columns["times"] = np.asarray(times, dtype=np.float32)
+        spec = getattr(self.model, "spec", None)
+        if hasattr(spec, "in_features"):  # before the jit: it would see only the padded chunk's shape
+            shapes = {k: v.shape for k, v in columns.items() if k != "x"}
+            check_predict_inputs(columns["x"].shape, spec.in_features, shapes)
+        _check_keys(self.model, frame_ids, times)
         n = len(columns["x"])
-        if n == 0:
-            raise ShapeError("predict needs at least one row")
         for key, column in columns.items():
             if len(column) != n:
                 raise ShapeError(f"{key} has {len(column)} rows but x has {n}")
+        if n == 0:  # nothing to compile for: the eager forward gives the empty (0, O) output
+            return _forward(self.model, _to_tensors(columns, self.device)).numpy()
         forward = self._jit(tuple(sorted(columns)))
         outputs = []
         for start in range(0, n, self.chunk):
@@ -130,7 +136,11 @@ def infer(model: Any, forward: ForwardFn, batch: Mapping[str, np.ndarray]) -> di
     """``forward(model, batch)`` as float32 NumPy outputs, compiled once per model, forward and batch
     layout (calls with the same shapes reuse it; keep chunk shapes fixed)."""
     jits = _INFER_JITS.setdefault(model, {})
-    key = (forward, tuple((k, np.shape(v)) for k, v in sorted(batch.items())))
+    # integer-ness too: _to_tensors casts by it, and a jit replayed with another dtype raises JitError
+    key = (
+        forward,
+        tuple((k, np.shape(v), np.issubdtype(np.asarray(v).dtype, np.integer)) for k, v in sorted(batch.items())),
+    )
     if key not in jits:
         jits[key] = TinyJit(lambda **tensors: {k: v.realize() for k, v in forward(model, tensors).items()})
     out = jits[key](**_to_tensors(batch, _device_of(model)))
@@ -156,6 +166,7 @@ class TinygradTrainer:
         self.optimizer = Adam(list(self.params.values()), lr=lr)
         self._step = TinyJit(self._train_step)
         self._steps_done = 0
+        self._layout: dict[str, tuple[int, ...]] | None = None  # batch shapes the step is compiled for
 
     def _train_step(self, lr: Tensor, **batch: Tensor) -> Tensor:
         self.optimizer.lr.assign(lr)
@@ -168,12 +179,17 @@ class TinygradTrainer:
         return loss.realize(*self.optimizer.schedule_step())
 
     def step(self, batch: Mapping[str, np.ndarray], lr_factor: float = 1.0) -> float:
-        """One optimiser step on ``batch``; returns the loss before the step."""
-        _check_keys(self.model, batch.get("frame_ids"), batch.get("times"))
+        """One optimiser step on ``batch``; returns the loss before the step. Every batch must have
+        the keys and shapes of the first (the step is compiled for them): ShapeError otherwise."""
+        layout = {k: np.shape(v) for k, v in batch.items()}
+        if self._layout is not None:
+            check_batch_layout(self._layout, layout)
+        _check_keys(self.model, batch.get("frame_ids"), batch.get("times"), training=True)
         lr = Tensor([self.lr * lr_factor], dtype=dtypes.float32, device=self.device).realize()
         with Context(TRAINING=1):
             loss = self._step(lr, **_to_tensors(batch, self.device))
         self._steps_done += 1
+        self._layout = layout  # only once a step succeeded: a failed first batch fixes nothing
         return float(loss.item())
 
     def optimizer_state(self) -> dict[str, np.ndarray]:

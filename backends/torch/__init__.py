@@ -4,17 +4,22 @@ from resfields.backends.torch import ResFieldLinear
 """
 
 from .fields import Field, Model, build_field, positional_encoding
-from .frames import FramePlan, plan_frames
-from .layer import GroupedLinear, ResFieldLinear, init_parameter_
+from .grouped import grouped_linear, grouped_outer
+from .layer import ResFieldLinear, init_parameter_
+from .plan import FramePlan, plan_frames
 from .state import load_parameters, parameters_to_numpy
+from .strategy import STRATEGIES, choose
 
 __all__ = [
+    "STRATEGIES",
     "Field",
     "FramePlan",
-    "GroupedLinear",
     "Model",
     "ResFieldLinear",
     "build_field",
+    "choose",
+    "grouped_linear",
+    "grouped_outer",
     "init_parameter_",
     "load_parameters",
     "parameters_to_numpy",

@@ -1,7 +1,7 @@
 """Siren and PE-MLP fields as ``torch.nn.Module``s, built from a spec.
 
-A field plans frames once per call (validation, sorting by frame) and runs every layer on the sorted
-batch, so the per-frame grouping costs one permutation per call, not one per layer.
+A field plans frames once per call (key checks, the frames present, the grouping of rows by frame)
+and hands the plan to every ResField layer, so that work is done once per forward, not once per layer.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from torch import nn
 from resfields.spec import AnySpec, FieldSpec, LinearSpec, MLPSpec, ModelSpec, SirenSpec, init_rules, layer_specs
 from resfields.validate import check_encoding_window, check_input_features
 
-from .frames import plan_frames
-from .layer import ResFieldLinear, init_parameter_
+from .layer import ResFieldLinear, check_dtype, init_parameter_
+from .plan import plan_frames
 
 __all__ = ["Field", "build_field", "positional_encoding"]
 
@@ -75,16 +75,15 @@ class Field(nn.Module):
         """``(..., in_features) -> (..., out_features)``.
 
         ``encoding_window`` ``(n_frequencies,)`` weighs the encoding bands of a PE-MLP (coarse-to-fine).
-        ``validate`` exists so one call works on both backends (tinygrad skips its device read-back
-        when False); torch checks the keys either way, since its frame plan reads them back anyway.
+        ``validate=False`` skips the value checks of the keys (frame range, NaN times), which read
+        values back to the host, on both backends.
         """
         spec = self.spec
         check_input_features(tuple(x.shape), spec.in_features)
+        check_dtype(x, self.layers[0].weight)
         check_encoding_window(spec, None if encoding_window is None else tuple(encoding_window.shape))
-        lead = tuple(x.shape[:-1])
-        plan = plan_frames(spec.resfield, lead, frame_ids, times, x.device)
-        h = x.reshape(-1, spec.in_features) if plan is None else plan.sort(x)
-        encoded = h
+        plan = plan_frames(spec.resfield, tuple(x.shape[:-1]), frame_ids, times, x.device, validate=validate)
+        h = encoded = x
         if isinstance(spec, MLPSpec):
             window = (
                 None if encoding_window is None else torch.as_tensor(encoding_window, dtype=h.dtype, device=h.device)
@@ -94,12 +93,10 @@ class Field(nn.Module):
         for i, layer in enumerate(self.layers):
             if isinstance(spec, MLPSpec) and i in spec.skips:
                 h = torch.cat([h, encoded], dim=-1) / math.sqrt(2.0)
-            h = layer.forward_planned(h, plan)
+            h = layer(h, plan=plan if layer.resfield is not None else None)
             if i != last:
                 h = self._activation(i, h)
-        if plan is None:
-            return h.reshape(*lead, h.shape[-1])
-        return plan.unsort(h, lead)
+        return h
 
 
 class Model(nn.Module):

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from resfields.spec import FieldSpec
+from resfields.validate import check_device
 
 from .fields import build_field
 from .state import load_parameters, parameters_to_numpy
@@ -22,6 +23,10 @@ class TorchBackend:
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
     def build(self, spec: FieldSpec, arrays: dict[str, np.ndarray] | None = None, device: str | None = None) -> Any:
+        available = self.devices() + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        no_gpu = str(device).startswith("cuda") and not torch.cuda.is_available()
+        why = "CUDA was requested but torch.cuda.is_available() is False" if no_gpu else ""
+        check_device(self.name, device, available, why)
         model = build_field(spec, device=device)
         return model if arrays is None else load_parameters(model, arrays)
 

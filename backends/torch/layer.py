@@ -1,11 +1,9 @@
 """The ResField linear layer for PyTorch: a drop-in for ``torch.nn.Linear``.
 
-Hot path: a :class:`~resfields.backends.torch.frames.FramePlan` lists the frames present and how
-many consecutive samples each owns. The layer builds ``W + dW`` only for those frames and runs one
-matmul per frame (:class:`GroupedLinear`). In interpolation mode the weight is linear in the
-coefficients, so each group also gets the difference to its upper knot, stacked under the lower
-knot's weight: still one matmul per group, and none at all for the difference when every time
-sits on a knot.
+Each call views the batch as rows of samples that share a key (a
+:class:`~resfields.backends.torch.plan.FramePlan`, made by the call or handed in by the caller so that
+every layer of one forward shares it) and picks one of four exact strategies from shapes and the
+device alone (:mod:`resfields.backends.torch.strategy` has the cost model).
 """
 
 from __future__ import annotations
@@ -15,12 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from resfields.errors import SpecError
 from resfields.spec import Init, LinearSpec, ResFieldSpec, init_rules, parameter_shapes
-from resfields.validate import check_input_features
+from resfields.validate import check_input_dtype, check_input_features
 
-from .frames import FramePlan, plan_frames
+from .plan import FramePlan, plan_frames
+from .strategy import STRATEGIES, run
 
-__all__ = ["GroupedLinear", "ResFieldLinear", "init_parameter_"]
+__all__ = ["ResFieldLinear", "check_dtype", "init_parameter_"]
 
 
 def init_parameter_(tensor: torch.Tensor, rule: Init) -> torch.Tensor:
@@ -35,68 +35,6 @@ def init_parameter_(tensor: torch.Tensor, rule: Init) -> torch.Tensor:
         for start, stop in rule.zero_columns:
             tensor[:, start:stop] = 0.0
     return tensor
-
-
-class GroupedLinear(torch.autograd.Function):
-    """``out[g] = x[g] @ weights[f]^T (+ bias)`` for consecutive groups ``g`` of ``counts``.
-
-    x: ``(N, I)``, weights: ``(F, O, I)``, bias: ``(O,)`` or None -> ``(N, O)``. One GEMM per group
-    forward and two backward, written straight into preallocated slices (no concat, no scatter).
-
-    With ``blend`` ``(N, 1)`` the weights are stacked pairs ``(F, 2O, I)`` = [lower knot; upper minus
-    lower] and ``out[g] = x W_lo^T + b + blend * (x D^T)``: still one GEMM per group, and the
-    ``(n, 2O)`` intermediate lives only per group, so memory stays that of one output.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        x: torch.Tensor,
-        weights: torch.Tensor,
-        bias: torch.Tensor | None,
-        counts: list[int],
-        blend: torch.Tensor | None = None,
-    ):
-        out_features = weights.shape[1] // (1 if blend is None else 2)
-        out = x.new_empty(x.shape[0], out_features)
-        start = 0
-        for f, n in enumerate(counts):
-            stop = start + n
-            rows = slice(start, stop)
-            if blend is None:
-                if bias is None:
-                    torch.mm(x[rows], weights[f].t(), out=out[rows])
-                else:
-                    torch.addmm(bias, x[rows], weights[f].t(), out=out[rows])
-            else:
-                both = x[rows] @ weights[f].t()
-                low = both[:, :out_features] if bias is None else both[:, :out_features] + bias
-                torch.addcmul(low, blend[rows], both[:, out_features:], out=out[rows])
-            start = stop
-        ctx.save_for_backward(x, weights, blend)
-        ctx.counts, ctx.has_bias = counts, bias is not None
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor):
-        x, weights, blend = ctx.saved_tensors
-        grad = grad.contiguous()
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.empty_like(weights) if need_w else None
-        start = 0
-        for f, n in enumerate(ctx.counts):
-            stop = start + n
-            g = grad[start:stop]
-            if blend is not None:  # d out / d [x W_lo^T, x D^T] = [1, blend]
-                g = torch.cat([g, blend[start:stop] * g], dim=1)
-            if need_x:
-                torch.mm(g, weights[f], out=grad_x[start:stop])
-            if need_w:
-                torch.mm(g.t(), x[start:stop], out=grad_w[f])
-            start = stop
-        grad_b = grad.sum(0) if (ctx.has_bias and need_b) else None
-        return grad_x, grad_w, grad_b, None, None
 
 
 class ResFieldLinear(nn.Module):
@@ -176,28 +114,33 @@ class ResFieldLinear(nn.Module):
             return self.out_factors[:, :, None] * self.in_factors[:, None, :]
         return torch.einsum("abd,bo,di->aoi", self.core, self.out_factors, self.in_factors)
 
-    def frame_residuals(self, frames: torch.Tensor) -> torch.Tensor:
-        """``dW`` at integer coefficient indices ``frames`` ``(F,)`` -> ``(F, O, I)``."""
+    def residuals_at(self, index: torch.Tensor, blend: torch.Tensor | None = None) -> torch.Tensor:
+        """``dW`` at coefficient indices ``index`` ``(K,)`` -> ``(K, O, I)``; with ``blend`` ``(K,)``, at
+        ``index + blend`` (a linear blend of the coefficients, which ``dW`` is linear in)."""
         rf = self.spec.resfield
+        table = self.residuals if rf.compression == "none" else self.coefficients
+        picked = table.index_select(0, index)
+        if blend is not None:
+            upper = table.index_select(0, (index + 1).clamp(max=rf.capacity - 1))
+            picked = torch.lerp(picked, upper, blend.to(picked.dtype).reshape((-1,) + (1,) * (picked.ndim - 1)))
         if rf.compression == "none":
-            return self.residuals.index_select(0, frames)
-        coefficients = self.coefficients.index_select(0, frames)  # (F, R)
+            return picked
         basis = self.residual_basis()
-        return (coefficients @ basis.reshape(basis.shape[0], -1)).reshape(-1, self.out_features, self.in_features)
+        return (picked @ basis.reshape(basis.shape[0], -1)).reshape(-1, self.out_features, self.in_features)
 
-    def forward_planned(self, x: torch.Tensor, plan: FramePlan | None) -> torch.Tensor:
-        """The layer on a batch already sorted by ``plan``: ``(N, I) -> (N, O)``."""
-        if self.spec.resfield is None:
-            return nn.functional.linear(x, self.weight, self.bias)
-        dtype = _compute_dtype(x)
-        lower_residuals = self.frame_residuals(plan.frames)  # (F, O, I)
-        lower = self.weight + lower_residuals
-        x, bias = x.to(dtype), None if self.bias is None else self.bias.to(dtype)
-        if plan.blend is None:
-            return _grouped(x, lower.to(dtype), bias, plan.counts)
-        upper_minus_lower = self.frame_residuals(plan.next_frames) - lower_residuals
-        stacked = torch.cat([lower, upper_minus_lower], dim=1).to(dtype)  # (F, 2O, I): one GEMM per group
-        return _grouped(x, stacked, bias, plan.counts, plan.blend.to(dtype))
+    def plan(
+        self,
+        x: torch.Tensor,
+        frame_ids: torch.Tensor | int | None = None,
+        times: torch.Tensor | float | None = None,
+        *,
+        validate: bool = True,
+    ) -> FramePlan | None:
+        """Check the keys of batch ``x`` ``(..., I)`` once and prepare them for every layer of the same
+        capacity and mode: ``plan = first.plan(x, frame_ids=ids)``, then ``layer(h, plan=plan)`` for
+        each ResField layer of the model (the frames present and any sort order are computed once).
+        ``validate=False`` skips the checks that read values back to the host (see :func:`plan_frames`)."""
+        return plan_frames(self.spec.resfield, tuple(x.shape[:-1]), frame_ids, times, x.device, validate=validate)
 
     def forward(
         self,
@@ -205,37 +148,39 @@ class ResFieldLinear(nn.Module):
         frame_ids: torch.Tensor | int | None = None,
         times: torch.Tensor | float | None = None,
         *,
+        plan: FramePlan | None = None,
         validate: bool = True,
+        strategy: str = "auto",
     ) -> torch.Tensor:
         """``(..., I) -> (..., O)``; see the class docstring for ``frame_ids``/``times``.
-        ``validate`` is accepted for parity with tinygrad; torch always checks the keys."""
+
+        ``plan`` (from :meth:`plan`) replaces ``frame_ids``/``times`` when several layers share one
+        batch. ``validate=False`` skips the value checks of the keys (no host read-back; out-of-range
+        ids are then the caller's). ``strategy`` forces one of "single", "rows", "grouped", "lowrank"
+        (default "auto", chosen from shapes; all are exact). ``x`` must have the parameters' dtype
+        (as for ``nn.Linear``) unless autocast is on.
+        """
         check_input_features(tuple(x.shape), self.in_features)
+        check_dtype(x, self.weight)
+        if strategy not in STRATEGIES:
+            raise SpecError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
         lead = tuple(x.shape[:-1])
-        plan = plan_frames(self.spec.resfield, lead, frame_ids, times, x.device)
+        if plan is None:
+            plan = plan_frames(self.spec.resfield, lead, frame_ids, times, x.device, validate=validate)
+        elif frame_ids is not None or times is not None:
+            raise SpecError("pass either plan= or frame_ids=/times=, not both")
+        elif self.spec.resfield is None:
+            raise SpecError("this layer has no ResField residual; it takes no plan")
+        else:
+            plan.check(self.spec.resfield, lead)
         if plan is None:
             return nn.functional.linear(x, self.weight, self.bias)
-        return plan.unsort(self.forward_planned(plan.sort(x), plan), lead)
+        y = run(strategy, self, x.reshape(plan.rows, plan.per_row, self.in_features), plan)
+        return y.reshape(*lead, self.out_features)
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return x.dtype
-
-
-def _grouped(
-    x: torch.Tensor,
-    weights: torch.Tensor,
-    bias: torch.Tensor | None,
-    counts: list[int],
-    blend: torch.Tensor | None = None,
-) -> torch.Tensor:
-    # casts were done by the caller; autocast must not re-cast inside the out= matmuls
-    with torch.autocast(x.device.type, enabled=False):
-        if blend is None and len(counts) > 1 and min(counts) == max(counts):
-            # equal groups (the frame-major batches the tasks emit): one batched GEMM, not one
-            # launch per frame, which on a GPU costs more than the arithmetic
-            out = torch.bmm(x.reshape(len(counts), counts[0], -1), weights.transpose(1, 2))
-            return (out if bias is None else out + bias).reshape(x.shape[0], -1)
-        return GroupedLinear.apply(x.contiguous(), weights.contiguous(), bias, counts, blend)
+def check_dtype(x: torch.Tensor, parameter: torch.Tensor) -> None:
+    """DTypeError unless ``x`` has ``parameter``'s dtype; under autocast the compute dtype is
+    autocast's, so any floating input is fine there (as for ``nn.Linear``)."""
+    if x.dtype != parameter.dtype and not (x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
+        check_input_dtype(str(x.dtype).removeprefix("torch."), str(parameter.dtype).removeprefix("torch."))

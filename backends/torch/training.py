@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from resfields.errors import CheckpointError
+from resfields.validate import check_predict_inputs
 
 Keys = np.ndarray | None  # per-row frame ids or times
 
@@ -54,11 +55,18 @@ def predict(
 ) -> np.ndarray:
     """``model(x)`` in chunks of ``chunk`` rows, as float32 NumPy.
 
-    ``x``: ``(N, I)``; ``frame_ids``/``times``: ``(N,)`` or None. Returns ``(N, O)``.
+    ``x``: ``(N, I)``; ``frame_ids``/``times``: ``(N,)`` or None. Returns ``(N, O)``; ``N = 0``
+    gives an empty ``(0, O)``, as ``nn.Linear`` does.
     """
+    spec = getattr(model, "spec", None)
+    if hasattr(spec, "in_features"):  # a field or layer (a model of several fields has its own forward)
+        keys = {"frame_ids": frame_ids, "times": times}
+        check_predict_inputs(
+            np.shape(x), spec.in_features, {k: None if v is None else np.shape(v) for k, v in keys.items()}
+        )
     device = _device_of(model)
     outputs = []
-    for start in range(0, len(x), chunk):
+    for start in range(0, max(len(x), 1), chunk):  # one (empty) chunk for no rows: the output keeps its width
         rows = slice(start, start + chunk)
         batch = {"x": x[rows]}
         if frame_ids is not None:
@@ -66,8 +74,6 @@ def predict(
         if times is not None:
             batch["times"] = times[rows]
         outputs.append(_forward(model, _to_tensors(batch, device)).float().cpu().numpy())
-    if not outputs:
-        raise ValueError("predict needs at least one row")
     return np.concatenate(outputs)
 
 

@@ -35,12 +35,13 @@ def time_matrix(rf: ResFieldSpec, key: Array, xp: Any) -> Array:
 
     ``key`` is ``(N,)``: integer frame ids (lookup: A is one-hot) or times (interpolation: at most two
     non-zeros per row, ``1 - w`` at ``floor(p)`` and ``w`` at the next knot,
-    ``p = clip((t + 1) / 2 (C - 1), 0, C - 1)``).
+    ``p = (clip(t, -1, 1) + 1) / 2 (C - 1)``, which lies in ``[0, C - 1]``).
     """
     knots = xp.arange(rf.capacity)[None, :]
     if rf.mode == "lookup":
         return xp.astype(xp.astype(key, xp.int64)[:, None] == knots, xp.float64)
-    position = xp.clip((xp.astype(key, xp.float64) + 1.0) / 2.0 * (rf.capacity - 1), 0.0, float(rf.capacity - 1))
+    # clamping the time, not the position: inf * (C - 1) is NaN when C == 1, and huge times overflow
+    position = (xp.clip(xp.astype(key, xp.float64), -1.0, 1.0) + 1.0) / 2.0 * (rf.capacity - 1)
     low = xp.floor(position)
     w = (position - low)[:, None]
     high = xp.clip(low + 1.0, 0.0, float(rf.capacity - 1))

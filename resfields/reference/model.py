@@ -20,7 +20,7 @@ from resfields.errors import SpecError
 from resfields.reference.fields import _layer_params, field_forward
 from resfields.reference.layer import resfield_linear
 from resfields.spec import AnySpec, LinearSpec, MLPSpec, ModelSpec, SirenSpec, layer_specs, parameter_shapes
-from resfields.validate import broadcast_time_shape
+from resfields.validate import broadcast_time_shape, check_device, check_predict_inputs
 
 __all__ = ["BACKEND", "RefArray", "ReferenceBackend", "ReferenceField", "ReferenceModel"]
 
@@ -150,8 +150,7 @@ class ReferenceBackend:
     name = "numpy"
 
     def build(self, spec: AnySpec, arrays: dict[str, np.ndarray], device: str | None = None) -> ReferenceModel:
-        if device not in (None, "cpu"):
-            raise SpecError(f"the numpy reference runs on the CPU only, not {device!r}")
+        check_device(self.name, device, ["cpu"], "the float64 reference runs on the CPU only")
         if isinstance(spec, LinearSpec | SirenSpec | MLPSpec | ModelSpec):
             return ReferenceModel(spec, arrays)
         raise SpecError(f"cannot build {type(spec).__name__}")
@@ -165,6 +164,12 @@ class ReferenceBackend:
         return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
     def predict(self, model: ReferenceModel, x: np.ndarray, frame_ids: Any = None, times: Any = None) -> np.ndarray:
+        """``model(x)`` in float64: ``x`` ``(N, I)``, keys ``(N,)`` -> ``(N, O)`` (``N = 0`` included)."""
+        x = np.asarray(x)
+        if not isinstance(model.spec, ModelSpec):  # a model of several fields refuses the call itself
+            keys = {"frame_ids": frame_ids, "times": times}
+            shapes = {k: None if v is None else np.shape(v) for k, v in keys.items()}
+            check_predict_inputs(x.shape, model.spec.in_features, shapes)
         return np.asarray(model(x, frame_ids, times))
 
     def to_numpy(self, model: ReferenceModel) -> dict[str, np.ndarray]:

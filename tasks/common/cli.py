@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import replace
 from typing import Any, Literal
 
-from resfields.errors import SpecError
+from resfields.errors import CheckpointError, SpecError
 from resfields.tasks import TASKS, get_task
 from resfields.tasks.common.config import ModelConfig, RunConfig, TrainConfig, coerce
 
@@ -42,6 +43,19 @@ def _parse_value(hint: Any, text: str) -> Any:
         return hint(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected {hint.__name__}, got {text!r}") from err
+
+
+def _non_negative(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected a non-negative {kind.__name__}, got {text!r}") from err
+        if not value >= 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a non-negative {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str, title: str) -> None:
@@ -84,17 +98,66 @@ def _run_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(task=args.task, data=data, model=model, train=train)
 
 
+def _resumed_run(args: argparse.Namespace, stored: RunConfig, out: str) -> RunConfig:
+    """The stored run with ``--steps`` (if given); SpecError naming every other option given that differs."""
+    given = {
+        section: _overrides(args, prefix)
+        for section, prefix in (("data", _DATA_PREFIX), ("model", _MODEL_PREFIX), ("train", _TRAIN_PREFIX))
+    }
+    if args.data is not None:
+        given["data"]["source"] = args.data
+    steps = given["train"].pop("steps", stored.train.steps)
+    differ = []
+    for section, options in given.items():
+        config = getattr(stored, section)
+        for key, value in options.items():
+            if not hasattr(config, key):
+                continue
+            have = getattr(config, key)
+            if key == "source" and _same_path(value, have):
+                continue
+            if value != have:
+                flag = "--data" if key == "source" else f"--{key.replace('_', '-')}"
+                differ.append(f"{flag} {value!r} (the run has {have!r})")
+    if differ:
+        raise SpecError(
+            f"cannot resume {out}: {', '.join(differ)}; a resumed run keeps its options and only --steps may "
+            "change; to train with other options start a new run (--overwrite, or another --out)"
+        )
+    try:
+        return replace(stored, train=replace(stored.train, steps=steps))
+    except TypeError as err:
+        raise SpecError(str(err)) from err
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _fit(args: argparse.Namespace) -> int:
     from resfields.tasks.common.fit import fit, load_run
+    from resfields.tasks.common.runfolder import check_not_in_use
 
     out = args.out or f"runs/{args.task}"
-    run = _run_from_args(args)
     if args.resume:
-        stored, _ = load_run(out)
-        # resuming continues the stored run; only the step budget may change
-        run = replace(stored, train=replace(stored.train, steps=run.train.steps))
+        try:
+            stored, _ = load_run(out)
+        except CheckpointError:
+            check_not_in_use(out)  # a run being written has no complete save yet: say that instead
+            raise
+        if stored.task != args.task:
+            raise SpecError(f"cannot resume {out}: it holds a {stored.task} run, not {args.task}")
+        run = _resumed_run(args, stored, out)
+    else:
+        run = _run_from_args(args)
     options = {"backend": args.backend, "device": args.device, "progress": not args.quiet, "media": args.media}
-    summary = fit(run, out, resume=args.resume, **options)
+    options |= {"save_every": args.save_every, "save_interval_s": args.save_interval}
+    summary = fit(run, out, resume=args.resume, overwrite=args.overwrite, **options)
     print(json.dumps(summary, indent=2))
     print(f"run folder: {out}")
     return 0
@@ -112,9 +175,15 @@ def _eval(args: argparse.Namespace) -> int:
         key, sep, text = item.partition("=")
         if not sep or key not in hints:
             raise SpecError(f"--set expects KEY=VALUE with KEY one of {sorted(hints)}, got {item!r}")
-        overrides[key] = _parse_value(hints[key], text)
+        try:
+            overrides[key] = _parse_value(hints[key], text)
+        except argparse.ArgumentTypeError as err:
+            raise SpecError(f"--set {key}: {err}") from err
+    if args.data is not None:
+        overrides["source"] = args.data
     options = {"backend": args.backend, "device": args.device, "out_dir": args.out, "media": args.media}
-    summary = evaluate_run(folder, data_overrides=overrides, **options)
+    # a checkpoint may come from anyone: the data it was trained on is read only from a path given here
+    summary = evaluate_run(folder, data_overrides=overrides, stored_source=False, **options)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -135,8 +204,29 @@ def add_fit_parser(sub: Any) -> None:
         parser.add_argument("--data", default=None, help="data file or folder (default: the embedded data)")
         parser.add_argument("--backend", choices=("torch", "tinygrad"), default="torch")
         parser.add_argument("--device", default=None, help="cpu (default) or cuda")
-        parser.add_argument("--out", default=None, help=f"run folder (default: runs/{name})")
-        parser.add_argument("--resume", action="store_true", help="continue the run in --out up to --steps")
+        parser.add_argument(
+            "--out", default=None, help=f"run folder (default: runs/{name}); must be empty or new, unless --resume"
+        )
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the run in --out with its stored options up to --steps (default: its own); "
+            "a run stopped and resumed with the same --steps ends exactly as an uninterrupted one; "
+            "a larger --steps continues from the current step with the cosine schedule of the new total",
+        )
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace the run (or other files) already in --out"
+        )
+        parser.add_argument(
+            "--save-every", type=_non_negative(int), default=None, metavar="STEPS", help="also save every STEPS steps"
+        )
+        parser.add_argument(
+            "--save-interval",
+            type=_non_negative(float),
+            default=120.0,
+            metavar="SECONDS",
+            help="save the run at least every SECONDS of training (default: 120; 0: only at the end)",
+        )
         parser.add_argument("--no-media", dest="media", action="store_false", help="skip videos, images and meshes")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_dataclass_options(parser, task.Data, _DATA_PREFIX, f"{name} data options")
@@ -153,6 +243,12 @@ def add_eval_parser(sub: Any) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="write metrics.json (and media with --media) here")
     parser.add_argument("--media", action="store_true")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="the data to evaluate on; needed when the run was trained on a file "
+        "(eval reads no path that a checkpoint names)",
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="change a data option, e.g. resolution=32"
     )

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from resfields.errors import SpecError
-from resfields.spec import ResFieldSpec, SirenSpec, frame_to_time
+from resfields.errors import SpecError, short_repr
+from resfields.spec import ResFieldSpec, SirenSpec, check_limit, frame_to_time
 
 __all__ = [
     "ModelConfig",
@@ -35,7 +35,7 @@ def _check(config: Any, names: tuple[str, ...], ok: Any, what: str) -> None:
     for name in names:
         value = getattr(config, name)
         if isinstance(value, bool) or not ok(value):
-            raise SpecError(f"{type(config).__name__}.{name} must be {what}, got {value!r}")
+            raise SpecError(f"{type(config).__name__}.{name} must be {what}, got {short_repr(value)}")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ class ModelConfig:
     """A Siren field, optionally with ResField layers.
 
     ``resfield_layers`` are linear-layer indices (the paper uses 1, 2, 3 of 5); empty means the
-    vanilla Siren. ``capacity`` None means one coefficient vector per frame of the data.
+    vanilla Siren. ``capacity`` None means one coefficient vector per frame of the data. ``rank`` is
+    ignored by ``compression="none"``, which stores one full residual per frame and has no rank
+    (so the CLI's default rank does not block ``--compression none``).
     """
 
     width: int = 128
@@ -76,6 +78,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self, ("steps", "batch_size"), lambda v: isinstance(v, int) and v >= 1, "a positive integer")
+        check_limit("TrainConfig", "batch_size", self.batch_size, "max_batch_size")
         _check(self, ("lr",), lambda v: 0 < v < 1, "in (0, 1)")
         _check(self, ("lr_final",), lambda v: 0 <= v <= 1, "in [0, 1]")
         _check(self, ("seed", "eval_every"), lambda v: isinstance(v, int) and v >= 0, "a non-negative integer")
@@ -101,7 +104,8 @@ def siren_spec(model: ModelConfig, in_features: int, out_features: int, n_frames
     resfield = None
     if model.resfield_layers:
         capacity = n_frames if model.capacity is None else model.capacity
-        resfield = ResFieldSpec(capacity=capacity, rank=model.rank, mode=model.mode, compression=model.compression)
+        rank = None if model.compression == "none" else model.rank
+        resfield = ResFieldSpec(capacity=capacity, rank=rank, mode=model.mode, compression=model.compression)
     return SirenSpec(
         in_features,
         out_features,

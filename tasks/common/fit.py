@@ -2,57 +2,98 @@
 
 A run folder is a checkpoint in the core's Hub layout plus what training leaves behind::
 
-    OUT/config.json                  field spec; metadata holds the run config, step, backend, metrics
+    OUT/config.json                  field spec; metadata holds the run config, step, backend, schedule, metrics
     OUT/model.safetensors            the field's parameters (canonical names)
     OUT/training_state.safetensors   Adam's moments under backend-neutral names (for --resume)
-    OUT/training_state.json          step, loss history, wall time
+    OUT/training_state.json          step, loss history, wall time, cosine schedule, SHA-256 of the other three
     OUT/metrics.json                 the task's metrics, parameter count, timings
     OUT/training_curve.png           loss (and any evaluated metric) against step
     OUT/media/                       the task's videos, images and meshes
+    OUT/.run/, OUT/.lock             the saves the four files above link to, and the writer's lock
 
-Batches are drawn from ``np.random.default_rng([seed, step])``, so a resumed run sees exactly the
-batches an uninterrupted one would have.
+What a run folder guarantees (:mod:`resfields.tasks.common.runfolder` has the mechanism):
+
+* It is saved as a unit. The four run files are published together by one atomic rename, so every
+  state a kill (SIGKILL, power cut after the fsyncs) can leave is the previous save or the new one,
+  complete; ``--resume`` never sees new weights with an old training state, and ``load_checkpoint(OUT)``
+  always finds a config and the weights it describes. A save that cannot be written (full disk,
+  unwritable folder) raises one CheckpointError and leaves the previous save in place.
+* Work is saved before anything that can fail after training: the trained state is saved before
+  the final evaluation, and during training every ``save_every`` steps and at least every
+  ``save_interval_s`` seconds of wall time (default: every 2 minutes), so a kill loses minutes.
+* It is never written into by surprise: ``fit`` creates and locks ``OUT`` before it reads data or
+  trains (an unwritable ``--out`` fails at once), refuses a folder another ``fit`` is writing,
+  refuses a folder holding a run unless ``resume`` or ``overwrite``, and a non-empty folder holding
+  no run unless ``overwrite``.
+* Resuming repeats nothing and changes nothing silently: batches are drawn from
+  ``np.random.default_rng([seed, step])`` and the schedule, Adam's state and the loss history come
+  from the save, so a run stopped at any save (``stop_at``, a kill) and resumed with the same options
+  ends with exactly the parameters of an uninterrupted run (bit-for-bit on torch CPU, which is
+  tested). ``resume`` refuses other options and fewer steps than done; more steps continue from the
+  current step with the cosine schedule of the new total, recorded in ``schedule``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save as save_safetensors
 from tqdm import tqdm
 
 from resfields.backends import get_backend
-from resfields.checkpoint import load_checkpoint, save_checkpoint
-from resfields.errors import CheckpointError, SpecError
+from resfields.checkpoint import checkpoint_files, load_checkpoint
+from resfields.errors import CheckpointError, DataError, ResFieldsError, SpecError
 from resfields.init import sample_parameters
 from resfields.tasks import get_task
 from resfields.tasks.common.config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
+    coerce,
     config_from_dict,
     config_to_dict,
 )
+from resfields.tasks.common.runfolder import (
+    STATE_ARRAYS,
+    STATE_JSON,
+    RunFolder,
+    SavedRun,
+    checkpoint_folder,
+    sha256,
+    write_file_atomically,
+)
 
-__all__ = ["evaluate_run", "finite_or_none", "fit", "load_run", "make_predict", "run_from_dict"]
+__all__ = [
+    "SAVE_INTERVAL_S",
+    "evaluate_run",
+    "finite_or_none",
+    "fit",
+    "load_run",
+    "make_predict",
+    "run_differences",
+    "run_from_dict",
+]
 
-STATE_ARRAYS = "training_state.safetensors"
-STATE_JSON = "training_state.json"
+__all__ += ["STATE_ARRAYS", "STATE_JSON"]  # where they always lived, for callers that read the state files
+
+SAVE_INTERVAL_S = 120.0  # default wall time between saves during training: a kill loses at most ~2 minutes
 METRICS = "metrics.json"
 CURVE = "training_curve.png"
 
 
 def run_from_dict(data: Any) -> RunConfig:
     """A :class:`RunConfig` from its JSON form, strictly (unknown keys raise SpecError)."""
-    if not isinstance(data, dict) or "task" not in data:
-        raise SpecError("a run config must be an object with a 'task' key")
+    if not isinstance(data, dict) or not isinstance(data.get("task"), str):
+        raise SpecError("a run config must be an object with a 'task' key naming the task (a string)")
     task = get_task(data["task"])
     unknown = sorted(set(data) - {"task", "data", "model", "train"})
     if unknown:
@@ -66,8 +107,10 @@ def run_from_dict(data: Any) -> RunConfig:
 
 
 def load_run(folder: str | Path) -> tuple[RunConfig, Any]:
-    """The run config and the :class:`~resfields.checkpoint.Checkpoint` stored in a run folder."""
-    ckpt = load_checkpoint(folder)
+    """The run config and the :class:`~resfields.checkpoint.Checkpoint` stored in a run folder.
+
+    Both come from the folder's latest complete save, read as one set (see :func:`checkpoint_folder`)."""
+    ckpt = load_checkpoint(checkpoint_folder(folder))
     if "run" not in ckpt.metadata:
         raise CheckpointError(f"{folder}: config.json has no run in its metadata (not written by `resfields fit`)")
     return run_from_dict(ckpt.metadata["run"]), ckpt
@@ -104,8 +147,66 @@ def _count_parameters(arrays: dict[str, np.ndarray]) -> int:
     return int(sum(a.size for a in arrays.values()))
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n")
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n").encode()
+
+
+def run_differences(stored: RunConfig, requested: RunConfig) -> list[tuple[str, Any, Any]]:
+    """``(option, stored value, requested value)`` for every option in which two runs differ, except
+    ``train.steps`` (the one option a resumed run may change); options are named ``section.field``."""
+    if stored.task != requested.task:
+        return [("task", stored.task, requested.task)]
+    diffs = []
+    for section in ("data", "model", "train"):
+        ours, theirs = getattr(stored, section), getattr(requested, section)
+        if type(ours) is not type(theirs):
+            diffs.append((section, type(ours).__name__, type(theirs).__name__))
+            continue
+        for f in dataclasses.fields(ours):
+            if (section, f.name) != ("train", "steps") and getattr(ours, f.name) != getattr(theirs, f.name):
+                diffs.append((f"{section}.{f.name}", getattr(ours, f.name), getattr(theirs, f.name)))
+    return diffs
+
+
+def _check_save_options(save_every: int | None, save_interval_s: float | None) -> None:
+    if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 0):
+        raise SpecError(f"save_every must be a non-negative number of steps or None, got {save_every!r}")
+    if save_interval_s is not None and (
+        isinstance(save_interval_s, bool)
+        or not isinstance(save_interval_s, int | float)
+        or not math.isfinite(save_interval_s)
+        or save_interval_s < 0
+    ):
+        raise SpecError(f"save_interval_s must be a non-negative number of seconds or None, got {save_interval_s!r}")
+
+
+def _resume_state(out: Path, saved: SavedRun, run: RunConfig, stop_at: int | None) -> tuple[int, list[dict[str, int]]]:
+    """The step to start from and the schedule segments of a resumed run; SpecError for what a resume
+    cannot do (other options, fewer steps than done, a stop before the current step)."""
+    stored = run_from_dict(saved.checkpoint.metadata["run"])
+    diffs = run_differences(stored, run)
+    if diffs:
+        listed = "; ".join(f"{name}: stored {a!r}, requested {b!r}" for name, a, b in diffs)
+        raise SpecError(
+            f"cannot resume {out}: the requested run differs from the stored one ({listed}); a resumed run keeps "
+            "its options and only --steps may change; start a new run with --overwrite or another --out"
+        )
+    start = int(saved.state["step"])
+    if run.train.steps < start:
+        raise SpecError(
+            f"cannot resume {out}: it has trained {start} steps, more than --steps {run.train.steps}; "
+            f"pass --steps {start} or more (a resumed run never repeats steps)"
+        )
+    if stop_at is not None and stop_at < start:
+        raise SpecError(f"cannot resume {out} at step {start} and stop at step {stop_at}: that step is done")
+    schedule = saved.state.get("schedule") or [{"from_step": 0, "steps": stored.train.steps}]
+    schedule = [dict(segment) for segment in schedule]
+    if schedule[-1]["steps"] != run.train.steps:
+        # another total: its cosine schedule from where the run stands (a segment no step used is replaced)
+        if schedule[-1]["from_step"] == start:
+            schedule.pop()
+        schedule.append({"from_step": start, "steps": run.train.steps})
+    return start, schedule
 
 
 def fit(
@@ -115,93 +216,143 @@ def fit(
     backend: str = "torch",
     device: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     stop_at: int | None = None,
     progress: bool = True,
     media: bool = True,
+    save_every: int | None = None,
+    save_interval_s: float | None = SAVE_INTERVAL_S,
 ) -> dict[str, Any]:
-    """Train ``run`` on ``backend``, save the run folder ``out_dir``, evaluate, write media.
+    """Train ``run`` on ``backend`` into the run folder ``out_dir``, save it, evaluate, write media.
 
-    With ``resume=True`` the model, Adam's state and the loss history come from ``out_dir`` and
-    training continues up to ``run.train.steps`` (the stored task, data and model must match ``run``).
-    ``stop_at`` ends this session early at that step (the schedule still follows ``run.train.steps``),
-    so that a later ``resume`` continues exactly as if it had never stopped.
-    Returns the content of ``metrics.json``.
+    ``out_dir`` is created and locked before anything else; a folder holding a run needs ``resume``
+    or ``overwrite``, a non-empty folder holding none needs ``overwrite`` (CheckpointError otherwise).
+    With ``resume=True`` the model, Adam's state, the loss history and the schedule come from the
+    folder's latest save and training continues up to ``run.train.steps``; ``run`` must otherwise
+    equal the stored run (SpecError naming the options that differ), and ``run.train.steps`` may not
+    be below the steps done. ``stop_at`` ends this session early at that step (the schedule still
+    follows ``run.train.steps``), so that a later ``resume`` continues exactly as if it had never stopped.
+    The state is saved every ``save_every`` steps (None or 0: not by count), at least every
+    ``save_interval_s`` seconds (None or 0: not by time), at the end of the session and before the
+    final evaluation. Returns the content of ``metrics.json``.
     """
+    if resume and overwrite:
+        raise SpecError("resume and overwrite exclude each other: one continues the run in the folder, one replaces it")
+    _check_save_options(save_every, save_interval_s)
     out = Path(out_dir)
     task_cls = get_task(run.task)
-    task = task_cls(run.data, run.model)
-    task.prepare()
-    spec = task.field_spec()
-    impl = get_backend(backend)
-    history: dict[str, list[float]] = {"step": [], "loss": []}
-    evals: dict[str, list[float]] = {}
-    start, wall_before, optimizer_arrays = 0, 0.0, None
-    if resume:
-        stored, ckpt = load_run(out)
-        if (stored.task, stored.data, stored.model) != (run.task, run.data, run.model):
-            raise SpecError(f"{out}: cannot resume: the stored task, data or model differ from the requested run")
-        arrays = ckpt.arrays
-        state = json.loads((out / STATE_JSON).read_text())
-        start, wall_before = int(state["step"]), float(state["wall_time_s"])
-        history, evals = state["history"], state.get("evals", {})
-        optimizer_arrays = load_file(str(out / STATE_ARRAYS))
-    else:
-        arrays = sample_parameters(spec, seed=run.train.seed)
-    model = impl.build(spec, arrays, device)
-    forward = task.make_forward(impl) if hasattr(task, "make_forward") else None
-    trainer = impl.trainer(model, task.loss, lr=run.train.lr, forward=forward)
-    if optimizer_arrays is not None:
-        trainer.load_optimizer_state(optimizer_arrays)
-    predict = _predictor(impl, model, forward, trainer.predict)
+    with RunFolder.open(out, resume=resume, overwrite=overwrite) as folder:
+        saved = folder.read() if resume else None
+        history: dict[str, list[float]] = {"step": [], "loss": []}
+        evals: dict[str, list[float]] = {}
+        start, wall_before = 0, 0.0
+        schedule = [{"from_step": 0, "steps": run.train.steps}]
+        if saved is not None:
+            start, schedule = _resume_state(out, saved, run, stop_at)
+            wall_before = float(saved.state["wall_time_s"])
+            history, evals = saved.state["history"], saved.state.get("evals", {})
+        task = task_cls(run.data, run.model)
+        task.prepare()
+        spec = task.field_spec()
+        impl = get_backend(backend)
+        if saved is not None:
+            if saved.checkpoint.spec != spec:
+                raise CheckpointError(f"{out}: the stored field does not match the one its run config describes")
+            arrays = saved.checkpoint.arrays
+        else:
+            arrays = sample_parameters(spec, seed=run.train.seed)
+        model = impl.build(spec, arrays, device)
+        forward = task.make_forward(impl) if hasattr(task, "make_forward") else None
+        trainer = impl.trainer(model, task.loss, lr=run.train.lr, forward=forward)
+        if saved is not None:
+            trainer.load_optimizer_state(saved.optimizer)
+        predict = _predictor(impl, model, forward, trainer.predict)
+        metadata: dict[str, Any] = {"task": run.task, "run": config_to_dict(run), "backend": backend}
+        if hasattr(task, "metadata"):
+            metadata["scene"] = task.metadata()
 
-    train = run.train
-    end = train.steps if stop_at is None else min(stop_at, train.steps)
-    bar = tqdm(range(start, end), desc=f"fit {run.task} [{backend}]", disable=not progress, initial=start)
-    t0 = time.perf_counter()
-    for step in bar:
-        batch = task.sample(np.random.default_rng([train.seed, step]), train.batch_size, step=step)
-        loss = trainer.step(batch, train.lr_factor(step))
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss} at step {step}; lower the learning rate (--lr)")
-        history["step"].append(step)
-        history["loss"].append(loss)
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss:.4g}")
-        if train.eval_every and (step + 1) % train.eval_every == 0 and step + 1 < end:
-            for key, value in task.evaluate(predict).items():
-                evals.setdefault(key, []).append(value)
-            evals.setdefault("step", []).append(step + 1)
-    train_time = time.perf_counter() - t0 + wall_before
-    steps_run = end - start
+        train = run.train
+        end = train.steps if stop_at is None else min(stop_at, train.steps)
+        t0 = time.perf_counter()
 
-    t_eval = time.perf_counter()
-    metrics = task.evaluate(predict)
-    eval_time = time.perf_counter() - t_eval
-    final_arrays = impl.to_numpy(model)
-    summary = {
-        "task": run.task,
-        "backend": backend,
-        "device": device or "cpu",
-        "steps": end,
-        "parameters": _count_parameters(final_arrays),
-        "train_time_s": round(train_time, 2),
-        "step_time_ms": round(1000 * (time.perf_counter() - t0 - eval_time) / max(steps_run, 1), 2),
-        "eval_time_s": round(eval_time, 2),
-        "final_loss": history["loss"][-1] if history["loss"] else None,
-        "metrics": metrics,
-    }
-    metadata = {"task": run.task, "run": config_to_dict(run), "step": end, "backend": backend}
-    if hasattr(task, "metadata"):
-        metadata["scene"] = task.metadata()
-    save_checkpoint(out, spec, final_arrays, metadata={**metadata, "metrics": finite_or_none(metrics)})
-    save_file({k: np.ascontiguousarray(v) for k, v in trainer.optimizer_state().items()}, str(out / STATE_ARRAYS))
-    state = {"step": end, "wall_time_s": train_time, "history": history, "evals": evals}
-    _write_json(out / STATE_JSON, state)
-    _write_json(out / METRICS, summary)
-    _plot(out / CURVE, history, evals, run.task)
-    if media:
-        task.write_media(predict, out / "media")
-    return summary
+        def save(step: int, metrics: dict[str, float] | None = None, wall_time_s: float | None = None) -> None:
+            meta = {**metadata, "step": step, "schedule": schedule}
+            if metrics is not None:
+                meta["metrics"] = finite_or_none(metrics)
+            files = checkpoint_files(spec, impl.to_numpy(model), metadata=meta)
+            optimizer = {k: np.ascontiguousarray(v) for k, v in trainer.optimizer_state().items()}
+            files[STATE_ARRAYS] = save_safetensors(optimizer)
+            state = {
+                "step": step,
+                "wall_time_s": wall_before + time.perf_counter() - t0 if wall_time_s is None else wall_time_s,
+                "history": history,
+                "evals": evals,
+                "schedule": schedule,
+                "files": {name: sha256(data) for name, data in files.items()},
+            }
+            files[STATE_JSON] = _json_bytes(state)
+            folder.publish(files)
+
+        # the bar counts steps of the whole run: a resumed session starts at its step, not at 0
+        bar = tqdm(range(start, end), f"fit {run.task} [{backend}]", disable=not progress, initial=start, total=end)
+        last_save = time.perf_counter()
+        for step in bar:
+            batch = task.sample(np.random.default_rng([train.seed, step]), train.batch_size, step=step)
+            loss = trainer.step(batch, train.lr_factor(step))
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss} at step {step}; lower the learning rate (--lr)")
+            history["step"].append(step)
+            history["loss"].append(loss)
+            if step % 25 == 0:
+                bar.set_postfix(loss=f"{loss:.4g}")
+            done = step + 1
+            if train.eval_every and done % train.eval_every == 0 and done < end:
+                for key, value in task.evaluate(predict).items():
+                    evals.setdefault(key, []).append(value)
+                evals.setdefault("step", []).append(done)
+            by_count = bool(save_every) and done % save_every == 0
+            by_time = bool(save_interval_s) and time.perf_counter() - last_save >= save_interval_s
+            if done < end and (by_count or by_time):
+                save(done)
+                last_save = time.perf_counter()
+        bar.close()
+        train_time = time.perf_counter() - t0 + wall_before
+        steps_run = end - start
+        if steps_run > 0 or saved is None:
+            save(end, wall_time_s=train_time)  # before evaluating: an evaluation that fails must not cost the training
+
+        t_eval = time.perf_counter()
+        try:
+            metrics = task.evaluate(predict)
+        except ResFieldsError as err:
+            raise type(err)(
+                f"{err} (evaluation failed; the trained run is saved in {out} at step {end}, "
+                "so `resfields eval` or `fit --resume` can take it from there)"
+            ) from err
+        eval_time = time.perf_counter() - t_eval
+        summary = {
+            "task": run.task,
+            "backend": backend,
+            "device": device or "cpu",
+            "steps": end,
+            "parameters": _count_parameters(impl.to_numpy(model)),
+            "train_time_s": round(train_time, 2),
+            "step_time_ms": round(1000 * (time.perf_counter() - t0 - eval_time) / max(steps_run, 1), 2),
+            "eval_time_s": round(eval_time, 2),
+            "final_loss": history["loss"][-1] if history["loss"] else None,
+            "metrics": metrics,
+        }
+        save(end, metrics, wall_time_s=train_time)
+        try:
+            write_file_atomically(out / METRICS, _json_bytes(summary))
+            _plot(out / CURVE, history, evals, run.task)
+            if media:
+                task.write_media(predict, out / "media")
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot write the outputs of {out}: {e.strerror or e}; the trained run itself is saved there"
+            ) from e
+        return summary
 
 
 def evaluate_run(
@@ -212,15 +363,32 @@ def evaluate_run(
     out_dir: str | Path | None = None,
     media: bool = False,
     data_overrides: dict[str, Any] | None = None,
+    stored_source: bool = True,
 ) -> dict[str, Any]:
     """Re-evaluate the checkpoint in ``folder`` on ``backend`` ("torch", "tinygrad" or "numpy").
 
     Writes ``metrics.json`` (and media) to ``out_dir`` when given; returns the metrics summary.
-    ``data_overrides`` replaces data options (e.g. a different ``source`` of the same shape).
+    ``data_overrides`` replaces data options (e.g. a different ``source`` of the same shape); their
+    values are checked like a stored run config's (SpecError). With ``stored_source=False`` a data
+    file named by the checkpoint's run config is never read: unless its ``source`` is None (the
+    embedded data) ``data_overrides`` must give one (DataError otherwise). ``resfields eval`` works so,
+    since a checkpoint from elsewhere could name any file on this machine.
     """
     run, ckpt = load_run(folder)
-    if data_overrides:
-        run = replace(run, data=replace(run.data, **data_overrides))
+    overrides = dict(data_overrides or {})
+    hints = typing.get_type_hints(type(run.data))
+    unknown = sorted(set(overrides) - set(hints))
+    if unknown:
+        raise SpecError(f"unknown data option(s) {unknown} for task {run.task!r}; known: {sorted(hints)}")
+    overrides = {key: coerce(hints[key], value, f"data option {key}") for key, value in overrides.items()}
+    source = getattr(run.data, "source", None)
+    if not stored_source and source is not None and "source" not in overrides:
+        raise DataError(
+            f"{folder} was trained on data from {source!r}, and eval reads no file that a checkpoint names: "
+            "pass --data PATH (or --set source=PATH) with your copy of that data"
+        )
+    if overrides:
+        run = replace(run, data=replace(run.data, **overrides))
     task = get_task(run.task)(run.data, run.model)
     if task.field_spec() != ckpt.spec:
         raise CheckpointError(f"{folder}: the stored field does not match the one its run config describes")
@@ -243,8 +411,11 @@ def evaluate_run(
     }
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / METRICS, summary)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_file_atomically(out / METRICS, _json_bytes(summary))
+        except OSError as e:
+            raise CheckpointError(f"cannot write {out / METRICS}: {e.strerror or e}") from e
         if media:
             task.write_media(predict, out / "media")
     return summary

@@ -1,29 +1,47 @@
 """Pictures the tasks write: images, videos (mp4 / gif), loss curves, shaded mesh renders and scene-flow
-scatter images. Float images are in [0, 1]; colour arrays are channel-last."""
+scatter images. Float images are in [0, 1]; colour arrays are channel-last.
+
+Every file written here (:func:`write_video`, :func:`write_image`, :func:`write_array`,
+:func:`plot_curves`) is written atomically: the encoder writes a hidden temporary sibling in the same
+folder, which is flushed to disk and then renamed over the target. A failure (a full disk, a crashed
+encoder, Ctrl-C) leaves the previous file byte for byte and no temporary file behind; an ``OSError``
+names the target file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import errno
+import io
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from resfields.checkpoint import shared_mode
 from resfields.errors import DataError, ShapeError
 from resfields.tasks.common.cameras import Camera, generate_rays, project
 
 __all__ = [
+    "VIDEO_FORMATS",
     "plot_curves",
     "render_mesh",
+    "replacing",
     "scatter_flow_image",
     "shade_normals",
     "side_by_side",
     "to_uint8",
+    "write_array",
     "write_image",
     "write_video",
 ]
 
-_VIDEO_SUFFIXES = (".mp4", ".gif")
+VIDEO_FORMATS = (".mp4", ".gif")  # what write_video writes
 # Toward the light, in the OpenCV camera frame (x right, y down, z forward): upper left, from the viewer's side.
 _DEFAULT_LIGHT = (-0.4, -0.6, -1.0)
 
@@ -38,6 +56,53 @@ def to_uint8(images: Any) -> np.ndarray:
     if np.isnan(arr).any():
         raise DataError("images contain NaN")
     return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _fsync(path: str | Path, *, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    # Encoders write to memory and only this handle touches the disk: an encoder that fails while writing
+    # a file of its own keeps that file open until it is garbage-collected (holding the disk, and
+    # printing a second error from its finaliser).
+    with open(path, "wb", buffering=0) as handle:
+        view = memoryview(data)
+        while view:
+            view = view[handle.write(view) :]
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Write ``path`` atomically: yields a temporary sibling (same folder, same suffix, so encoders that
+    pick the format from the name still do) for the caller to write; on success it gets the mode an
+    ordinary new file would have, is flushed to disk and renamed over ``path``. On any failure the
+    temporary file is removed and ``path`` keeps its previous content; an ``OSError`` that names no file
+    (or the temporary one) is re-raised naming ``path``. Parent folders are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as err:  # e.g. a read-only folder: name the file the user asked for, not our temporary
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, shared_mode(0o666))  # mkstemp makes 0600 files; media files are shared like any file
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and (err.filename is None or str(err.filename) == tmp):
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
+    with contextlib.suppress(OSError):  # the rename is durable once the folder is; not every OS can open one
+        _fsync(path.parent, directory=True)
 
 
 def _rgb_frames(frames: Any) -> np.ndarray:
@@ -57,58 +122,80 @@ def write_video(path: str | Path, frames: Any, fps: float = 10) -> Path:
 
     ``.mp4``: H.264 (libx264, yuv420p); odd heights/widths are padded by one repeated edge row/column
     because yuv420p needs even sizes. ``.gif``: looping forever; colours are quantised to a palette and
-    Pillow merges identical consecutive frames (keeping the timing). Parent folders are created.
-    Returns the path.
+    Pillow merges identical consecutive frames (keeping the timing). Parent folders are created; the
+    file is replaced atomically (see the module docstring). Returns the path.
     """
-    import imageio.v2 as imageio_v2
     import imageio.v3 as iio
 
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in _VIDEO_SUFFIXES:
-        raise ValueError(f"write_video: unsupported suffix {path.suffix!r} in {path}; use one of {_VIDEO_SUFFIXES}")
+    if suffix not in VIDEO_FORMATS:
+        raise DataError(f"write_video: unsupported suffix {path.suffix!r} in {path}; use one of {VIDEO_FORMATS}")
     if not (np.isfinite(fps) and fps > 0):
         raise DataError(f"fps must be positive and finite; got {fps!r}")
     video = _rgb_frames(frames)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".gif":
-        iio.imwrite(path, video, plugin="pillow", extension=".gif", duration=1000.0 / fps, loop=0)
+        with replacing(path) as tmp:
+            _write_bytes(
+                tmp, iio.imwrite("<bytes>", video, plugin="pillow", extension=".gif", duration=1000.0 / fps, loop=0)
+            )
         return path
     pad_h, pad_w = video.shape[1] % 2, video.shape[2] % 2
     video = np.pad(video, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    writer = imageio_v2.get_writer(
-        path,
-        format="FFMPEG",
-        mode="I",
-        fps=fps,
-        codec="libx264",
-        pixelformat="yuv420p",
-        macro_block_size=1,  # we already made the sizes even; imageio would otherwise resize to multiples of 16
-        ffmpeg_log_level="error",
-    )
-    try:
-        for frame in video:
-            writer.append_data(frame)
-    finally:
-        writer.close()
+    with replacing(path) as tmp:
+        _encode_mp4(tmp, video, fps, path)
     return path
+
+
+def _encode_mp4(tmp: Path, video: np.ndarray, fps: float, path: Path) -> None:
+    """H.264 of uint8 ``video`` (T, H, W, 3), even H and W, into ``tmp`` with imageio-ffmpeg's ffmpeg and
+    its default quality (CRF 25). ffmpeg is run directly, not through imageio's writer: that writer ignores
+    ffmpeg's exit status, so a full disk would pass for a finished (empty) video."""
+    import imageio_ffmpeg
+
+    height, width = video.shape[1:3]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+    command += ["-s", f"{width}x{height}", "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an"]
+    command += ["-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "25", str(tmp)]
+    done = subprocess.run(command, input=np.ascontiguousarray(video).tobytes(), capture_output=True, check=False)
+    if done.returncode != 0:
+        report = done.stderr.decode(errors="replace").strip().splitlines()
+        full = any(os.strerror(errno.ENOSPC) in line for line in report)
+        reason = os.strerror(errno.ENOSPC) if full else f"ffmpeg failed ({report[0] if report else done.returncode})"
+        raise OSError(errno.ENOSPC if full else errno.EIO, reason, str(path))
 
 
 def write_image(path: str | Path, image: Any) -> Path:
     """Write ``image`` (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), float in [0, 1] or uint8, as a PNG.
-    Parent folders are created; returns the path."""
+    Parent folders are created; the file is replaced atomically. Returns the path."""
     import imageio.v3 as iio
 
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"write_image writes PNG; the path must end in .png, got {path}")
+        raise DataError(f"write_image writes PNG; the path must end in .png, got {path}")
     arr = to_uint8(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))) or 0 in arr.shape:
         raise ShapeError(f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {arr.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, arr, extension=".png")
+    with replacing(path) as tmp:
+        _write_bytes(tmp, iio.imwrite("<bytes>", arr, extension=".png"))
+    return path
+
+
+def write_array(path: str | Path, array: Any) -> Path:
+    """Write ``array`` as a NumPy ``.npy`` file (e.g. a depth map next to rendered views). Parent folders
+    are created; the file is replaced atomically. Returns the path."""
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        raise DataError(f"write_array writes .npy; the path must end in .npy, got {path}")
+    arr = np.asarray(array)
+    if arr.dtype == object:
+        raise DataError(f"write_array writes numeric arrays, got dtype object for {path}")
+    with replacing(path) as tmp:
+        buffer = io.BytesIO()
+        np.save(buffer, arr, allow_pickle=False)
+        _write_bytes(tmp, buffer.getvalue())
     return path
 
 
@@ -162,13 +249,14 @@ def plot_curves(
 
     Uses a standalone Figure and Agg canvas (no pyplot global state, safe in threads and headless).
     With ``logy`` every value must be positive. Non-finite values raise DataError naming the curve.
+    The file is replaced atomically.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"plot_curves writes PNG; the path must end in .png, got {path}")
+        raise DataError(f"plot_curves writes PNG; the path must end in .png, got {path}")
     if not curves:
         raise DataError("plot_curves needs at least one curve")
     figure = Figure(figsize=(6.0, 4.0), dpi=100)
@@ -192,8 +280,10 @@ def plot_curves(
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    with replacing(path) as tmp:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        _write_bytes(tmp, buffer.getvalue())
     return path
 
 

@@ -17,21 +17,24 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from resfields.errors import DataError, FrameError
-from resfields.spec import frame_to_time
+from resfields.errors import CheckpointError, DataError, FrameError, ResFieldsError, ShapeError, SpecError, short_repr
+from resfields.spec import ModelSpec, frame_to_time
 from resfields.tasks.common.cameras import Camera, orbit_cameras
+from resfields.tasks.common.config import config_from_dict
 
-from .model import LATENT_METHODS, NerfModelConfig, difference_offsets
+from .model import LATENT_METHODS, NerfModelConfig, difference_offsets, nerf_spec
 from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
 
 __all__ = [
     "FittedNerf",
+    "SceneMetadata",
+    "StoredCamera",
     "camera_batches",
     "camera_from_dict",
     "camera_to_dict",
@@ -39,6 +42,7 @@ __all__ = [
     "load_nerf",
     "render_view",
     "resolve_time",
+    "scene_from_metadata",
 ]
 
 OUTPUTS = ("rgb", "opacity", "depth", "normals")
@@ -130,14 +134,15 @@ def render_view(
 
 def cameras_from_json(path: str | Path) -> list[Camera]:
     """Cameras from a JSON file: a list of ``{"intrinsics": 3x3, "cam_to_world": 4x4, "height": H,
-    "width": W}`` (OpenCV convention, as :class:`~resfields.tasks.common.cameras.Camera`)."""
+    "width": W}`` (OpenCV convention, as :class:`~resfields.tasks.common.cameras.Camera`); DataError
+    naming the file, the camera and the field for anything else."""
     try:
         items = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: cannot read a camera list ({type(err).__name__}: {err})") from err
     if not isinstance(items, list) or not items:
         raise DataError(f"{path}: expected a non-empty JSON list of cameras")
-    return [camera_from_dict(item, f"{path}: camera {i}") for i, item in enumerate(items)]
+    return [camera_from_dict(item, f"{path}: camera[{i}]") for i, item in enumerate(items)]
 
 
 @dataclass
@@ -161,17 +166,23 @@ class FittedNerf:
         """The frame closest to normalised ``time``."""
         return resolve_time(self.n_frames, time=time)[1]
 
-    def render(
-        self, camera: Camera, *, time: float | None = None, frame: int | None = None, background: float = 1.0
-    ) -> dict[str, np.ndarray]:
-        """Render ``camera`` at a normalised ``time`` or a ``frame``: ``rgb`` (H, W, 3) on
-        ``background``, ``opacity``/``depth`` (H, W), ``normals`` (H, W, 3)."""
+    def check_time(self, *, time: float | None = None, frame: int | None = None) -> tuple[float, int]:
+        """``(t, nearest frame)`` this scene renders for a ``time`` or a ``frame`` (see :func:`resolve_time`);
+        FrameError if it cannot (out of range, or between frames for a method with per-frame codes)."""
         t, nearest = resolve_time(self.n_frames, time=time, frame=frame)
         on_frame = math.isclose(t, frame_to_time(nearest, self.n_frames), abs_tol=1e-6)
         if self.config.method in LATENT_METHODS and not on_frame:
             raise FrameError(
                 f"{self.config.method} has one latent code per frame; time {t} is between frames (nearest {nearest})"
             )
+        return t, nearest
+
+    def render(
+        self, camera: Camera, *, time: float | None = None, frame: int | None = None, background: float = 1.0
+    ) -> dict[str, np.ndarray]:
+        """Render ``camera`` at a normalised ``time`` or a ``frame``: ``rgb`` (H, W, 3) on
+        ``background``, ``opacity``/``depth`` (H, W), ``normals`` (H, W, 3)."""
+        t, nearest = self.check_time(time=time, frame=frame)
         return render_view(
             self.predict,
             camera,
@@ -247,31 +258,34 @@ def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None 
     """A nerf run folder or pretrained checkpoint (``resfields fit nerf``) on ``backend``.
 
     The scene's frame count, box and sample count come from the checkpoint's metadata, so the
-    training data need not be present.
+    training data need not be present. The metadata is decoded strictly and checked against the stored
+    model (:func:`scene_from_metadata`) before the model is built: any problem is one CheckpointError.
     """
     from resfields.backends import get_backend
-    from resfields.checkpoint import CheckpointError
     from resfields.tasks.common.fit import load_run
 
     from .task import NerfTask
 
-    run, ckpt = load_run(folder)
+    try:
+        run, ckpt = load_run(folder)
+    except SpecError as err:  # a bad run config inside a checkpoint is a bad checkpoint
+        raise CheckpointError(f"{folder}: invalid run config in config.json ({err})") from err
     if run.task != "nerf":
         raise DataError(f"{folder}: this needs a nerf checkpoint, this one is {run.task!r}")
-    scene = ckpt.metadata.get("scene")
-    if not isinstance(scene, dict) or {"n_frames", "bounds"} - set(scene):
+    if "scene" not in ckpt.metadata:
         raise CheckpointError(f"{folder}: config.json metadata has no scene (n_frames, bounds); refit or re-save it")
+    scene = scene_from_metadata(ckpt.metadata["scene"], f"{folder}: config.json", model=run.model, spec=ckpt.spec)
     impl = get_backend(backend)
     model = impl.build(ckpt.spec, ckpt.arrays, device)
     forward = NerfTask(run.data, run.model).make_forward(impl)
     return FittedNerf(
         config=run.model,
-        n_frames=int(scene["n_frames"]),
-        bounds=np.asarray(scene["bounds"], np.float64),
+        n_frames=scene.n_frames,
+        bounds=np.asarray(scene.bounds, np.float64),
         n_samples=run.data.n_samples,
         predict=lambda batch: impl.infer(model, forward, batch),
         chunk=run.data.eval_chunk,
-        dataset_cameras={name: camera_from_dict(item) for name, item in scene.get("cameras", {}).items()},
+        dataset_cameras=dict(scene.cameras),
     )
 
 
@@ -285,9 +299,105 @@ def camera_to_dict(camera: Camera) -> dict[str, Any]:
     }
 
 
-def camera_from_dict(item: Any, where: str = "camera") -> Camera:
-    """Inverse of :func:`camera_to_dict`; DataError naming ``where`` if the keys are not exactly those."""
-    keys = {"intrinsics", "cam_to_world", "height", "width"}
-    if not isinstance(item, dict) or set(item) != keys:
-        raise DataError(f"{where} must have exactly the keys {sorted(keys)}")
-    return Camera(np.asarray(item["intrinsics"]), np.asarray(item["cam_to_world"]), item["height"], item["width"])
+@dataclass(frozen=True)
+class StoredCamera:
+    """A camera as JSON data (:func:`camera_to_dict`): the fields and their types, for the strict decoder."""
+
+    intrinsics: tuple[tuple[float, ...], ...]
+    cam_to_world: tuple[tuple[float, ...], ...]
+    height: int
+    width: int
+
+
+def camera_from_dict(item: Any, where: str = "camera", error: type[ResFieldsError] = DataError) -> Camera:
+    """Inverse of :func:`camera_to_dict`, strictly: exactly its keys, a 3x3 and a 4x4 list of finite numbers
+    forming a valid :class:`~resfields.tasks.common.cameras.Camera`, integer sizes. Anything else raises
+    one ``error`` naming ``where`` and the field."""
+    try:
+        stored = config_from_dict(StoredCamera, item, where)
+        for name, n in (("intrinsics", 3), ("cam_to_world", 4)):
+            rows = getattr(stored, name)
+            if len(rows) != n or any(len(row) != n for row in rows):
+                raise SpecError(f"{where}.{name}: expected {n} rows of {n} numbers, got {short_repr(rows)}")
+        return Camera(np.array(stored.intrinsics), np.array(stored.cam_to_world), stored.height, stored.width)
+    except SpecError as err:
+        raise error(str(err)) from err
+    except (ShapeError, DataError) as err:  # what Camera itself refuses: a bad pose, focal length or size
+        raise error(f"{where}: {err}") from err
+
+
+@dataclass(frozen=True)
+class SceneMetadata:
+    """``metadata.scene`` of a nerf checkpoint, as :meth:`NerfTask.metadata
+    <resfields.tasks.nerf.task.NerfTask.metadata>` writes it: ``n_frames`` (>= 1), ``bounds`` the scene box
+    ``[[x, y, z] lo, [x, y, z] hi]`` (finite, lo < hi), and optionally ``cameras`` ``{name: camera}``
+    (:func:`camera_to_dict`; decoded to :class:`~resfields.tasks.common.cameras.Camera`) and
+    ``camera_splits`` ``{name: split}`` of those cameras. Build it with :func:`scene_from_metadata`."""
+
+    n_frames: int
+    bounds: tuple[tuple[float, ...], ...]
+    cameras: dict[str, Any] = field(default_factory=dict)
+    camera_splits: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = "metadata.scene"
+        if self.n_frames < 1:
+            raise SpecError(f"{where}.n_frames: must be a positive integer, got {short_repr(self.n_frames)}")
+        if len(self.bounds) != 2 or any(len(row) != 3 for row in self.bounds):
+            raise SpecError(
+                f"{where}.bounds: expected [[x, y, z], [x, y, z]] (low, high corner), got {short_repr(self.bounds)}"
+            )
+        lo, hi = self.bounds
+        if not all(a < b for a, b in zip(lo, hi, strict=True)):
+            raise SpecError(f"{where}.bounds: the low corner {list(lo)} must be below the high one {list(hi)}")
+        cameras = _string_keyed(self.cameras, f"{where}.cameras")
+        decoded = {name: camera_from_dict(item, f"{where}.cameras.{name}", SpecError) for name, item in cameras.items()}
+        object.__setattr__(self, "cameras", decoded)
+        for name, split in _string_keyed(self.camera_splits, f"{where}.camera_splits").items():
+            if name not in decoded:
+                raise SpecError(
+                    f"{where}.camera_splits: {short_repr(name)} is not one of the cameras {short_repr(sorted(decoded))}"
+                )
+            if not isinstance(split, str):
+                raise SpecError(
+                    f"{where}.camera_splits.{name}: expected a split name (a string), got {short_repr(split)}"
+                )
+
+
+def _string_keyed(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise SpecError(f"{where}: expected an object keyed by name, got {type(value).__name__}")
+    return value
+
+
+def scene_from_metadata(
+    scene: Any, where: str, *, model: NerfModelConfig | None = None, spec: ModelSpec | None = None
+) -> SceneMetadata:
+    """Decode ``metadata.scene`` strictly (:class:`SceneMetadata`; unknown keys, wrong types, missing,
+    non-finite or out-of-range values are refused), and, given the run's ``model`` recipe and the stored
+    ``spec``, check it against them: ``n_frames`` must be the frame count that the ResField capacity (one
+    coefficient per frame unless the recipe fixed a capacity) and the per-frame latent codes were built
+    for, and ``spec`` must be what the recipe builds for it. Every problem is one CheckpointError naming
+    ``where`` and the field."""
+    try:
+        decoded = config_from_dict(SceneMetadata, scene, "metadata.scene")
+    except SpecError as err:
+        raise CheckpointError(f"{where} {err}") from err
+    if model is None or spec is None:
+        return decoded
+    fields, arrays = dict(getattr(spec, "fields", ())), dict(getattr(spec, "arrays", ()))
+    implied = []  # (what fixes the frame count, that count)
+    resfield = getattr(fields.get("sdf"), "resfield", None)
+    if model.resfield_layers and model.capacity is None and resfield is not None:
+        implied.append(("its ResField capacity, one coefficient per frame", resfield.capacity))
+    if model.method in LATENT_METHODS and "latents" in arrays:
+        implied.append(("its latent codes, one per frame", arrays["latents"].shape[0]))
+    for what, count in implied:
+        if decoded.n_frames != count:
+            raise CheckpointError(
+                f"{where} metadata.scene.n_frames is {short_repr(decoded.n_frames)}, but the stored model was "
+                f"built for {count} frames ({what})"
+            )
+    if nerf_spec(model, decoded.n_frames) != spec:
+        raise CheckpointError(f"{where}: the stored model does not match the one its run config describes")
+    return decoded

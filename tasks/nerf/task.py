@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from resfields.encoding import annealing_alpha, coarse_to_fine_window
-from resfields.errors import DataError
-from resfields.spec import ModelSpec
+from resfields.errors import DataError, SpecError, short_repr
+from resfields.spec import ModelSpec, check_limit
 from resfields.tasks.common.batches import samples_per_frame
 from resfields.tasks.common.config import TrainConfig
 from resfields.tasks.common.media import side_by_side, write_image, write_video
@@ -43,6 +43,14 @@ class NerfOptions:
     n_samples: int = 32
     eval_chunk: int = 1024  # rays per rendering chunk (fixed shapes for compiled backends)
     mesh_resolution: int = 48  # marching-cubes grid for the Chamfer distance (0: skip it)
+
+    def __post_init__(self) -> None:
+        # sizes checked before any ray is sampled: n_samples=1e7 would first allocate terabytes
+        for name, limit in (("n_samples", "max_samples_per_ray"), ("eval_chunk", "max_chunk")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"NerfOptions.{name} must be a positive integer, got {short_repr(value)}")
+            check_limit("NerfOptions", name, value, limit)
 
 
 class NerfTask:

@@ -1,0 +1,171 @@
+"""Grouped linear maps as two torch custom operators: rows of a batch grouped by frame, one GEMM per group.
+
+``grouped_linear(x, bank, index, blend, order, counts)`` computes, for every row ``r`` of ``x``::
+
+    y[r] = x[r] @ bank[index[r]].T                                   (blend is None)
+    y[r] = x[r] @ bank[index[r], :O].T + blend[r] * x[r] @ bank[index[r], O:].T   (bank stacks [A; D])
+
+with ``x`` ``(rows, S, I)``, ``bank`` ``(C, O, I)`` or ``(C, 2O, I)``, ``index`` ``(rows,)`` long and
+``blend`` ``(rows,)``. ``order`` ``(rows,)`` lists the rows sorted by ``index`` (or is empty when
+the rows already are) and ``counts`` ``(C,)`` holds the rows of each bank entry. Each group of rows
+that shares a bank entry is gathered, multiplied by one matrix and scattered back, so no
+``(rows, O, I)`` weight and no sorted copy of the batch is ever built.
+
+``grouped_outer(g, x, index, blend, order, counts, C)`` is the matching weight gradient,
+``(C, O, I)`` or ``(C, 2O, I)``: ``sum_r g[r].T @ x[r]`` per bank entry (and the ``blend``-weighted
+sum under it). Each operator's backward is written with the two operators themselves, so
+gradients of any order (eikonal losses: ``create_graph=True``) work.
+
+Why custom operators: the group sizes are data, so a Python loop over groups would make
+``torch.compile`` graph-break (or guard on values and recompile every step). As opaque operators
+with fixed output shapes (a registered fake), they compile into one graph that never recompiles
+when frame ids change. They read group sizes back to the host, which costs nothing on a CPU; on
+CUDA the layer picks strategies that need no read-back (see :mod:`resfields.backends.torch.strategy`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["grouped_linear", "grouped_outer"]
+
+
+def _groups(order: torch.Tensor, counts: torch.Tensor):
+    """Yield ``(bank entry, rows or slice)`` for each non-empty group (host loop; counts read back once)."""
+    start = 0
+    for entry, n in enumerate(counts.tolist()):
+        if n == 0:
+            continue
+        stop = start + n
+        yield entry, (slice(start, stop) if order.numel() == 0 else order[start:stop])
+        start = stop
+
+
+def _take(t: torch.Tensor, rows) -> torch.Tensor:
+    return t[rows] if isinstance(rows, slice) else t.index_select(0, rows)
+
+
+def _put(out: torch.Tensor, rows, value: torch.Tensor) -> None:
+    if isinstance(rows, slice):
+        out[rows] = value
+    else:
+        out.index_copy_(0, rows, value)
+
+
+@torch.library.custom_op("resfields::grouped_linear", mutates_args=())
+def grouped_linear(
+    x: torch.Tensor,
+    bank: torch.Tensor,
+    index: torch.Tensor,
+    blend: torch.Tensor | None,
+    order: torch.Tensor,
+    counts: torch.Tensor,
+) -> torch.Tensor:
+    rows, samples, in_features = x.shape
+    out_features = bank.shape[1] // (1 if blend is None else 2)
+    out = x.new_empty(rows, samples, out_features)
+    for entry, group in _groups(order, counts):
+        xs = _take(x, group).reshape(-1, in_features)
+        weight = bank[entry]
+        if blend is None:
+            y = xs @ weight.t()
+        else:
+            w = _take(blend, group)
+            if not bool(w.any()):  # every row of the group on the lower knot: the difference is not needed
+                y = xs @ weight[:out_features].t()
+            else:
+                both = xs @ weight.t()
+                w = w.repeat_interleave(samples).unsqueeze(1)
+                y = torch.addcmul(both[:, :out_features], w, both[:, out_features:])
+        _put(out, group, y.reshape(-1, samples, out_features))
+    return out
+
+
+@grouped_linear.register_fake
+def _(x, bank, index, blend, order, counts):
+    return x.new_empty(x.shape[0], x.shape[1], bank.shape[1] // (1 if blend is None else 2))
+
+
+@torch.library.custom_op("resfields::grouped_outer", mutates_args=())
+def grouped_outer(
+    g: torch.Tensor,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    blend: torch.Tensor | None,
+    order: torch.Tensor,
+    counts: torch.Tensor,
+    capacity: int,
+) -> torch.Tensor:
+    out_features, in_features = g.shape[-1], x.shape[-1]
+    halves = 1 if blend is None else 2
+    out = x.new_zeros(capacity, halves * out_features, in_features)
+    for entry, group in _groups(order, counts):
+        gs = _take(g, group).reshape(-1, out_features)
+        xs = _take(x, group).reshape(-1, in_features)
+        torch.mm(gs.t(), xs, out=out[entry, :out_features])
+        if blend is not None:
+            w = _take(blend, group).repeat_interleave(g.shape[1]).unsqueeze(1)
+            torch.mm((w * gs).t(), xs, out=out[entry, out_features:])
+    return out
+
+
+@grouped_outer.register_fake
+def _(g, x, index, blend, order, counts, capacity):
+    return x.new_empty(capacity, (1 if blend is None else 2) * g.shape[-1], x.shape[-1])
+
+
+def _transpose_bank(bank: torch.Tensor, halves: int) -> torch.Tensor:
+    """``(C, k O, I)`` stacked halves -> ``(C, k I, O)`` with each half transposed."""
+    parts = bank.chunk(halves, dim=1)
+    return torch.cat([p.transpose(1, 2) for p in parts], dim=1).contiguous()
+
+
+def _blend_grad(g: torch.Tensor, x: torch.Tensor, bank: torch.Tensor, index, order, counts) -> torch.Tensor:
+    """``d/d blend[r] = sum_s g[r, s] . (x[r, s] @ D[index[r]].T)`` with D the upper half of ``bank``."""
+    difference = bank[:, bank.shape[1] // 2 :].contiguous()
+    return (g * grouped_linear(x, difference, index, None, order, counts)).sum(dim=(1, 2))
+
+
+def _linear_setup(ctx, inputs, output):
+    x, bank, index, blend, order, counts = inputs
+    ctx.save_for_backward(x, bank, index, blend, order, counts)
+
+
+def _linear_backward(ctx, grad):
+    x, bank, index, blend, order, counts = ctx.saved_tensors
+    need_x, need_bank, _, need_blend = ctx.needs_input_grad[:4]
+    halves = 1 if blend is None else 2
+    grad_x = grad_bank = grad_blend = None
+    if need_x:
+        grad_x = grouped_linear(grad, _transpose_bank(bank, halves), index, blend, order, counts)
+    if need_bank:
+        grad_bank = grouped_outer(grad, x, index, blend, order, counts, bank.shape[0])
+    if need_blend and blend is not None:
+        grad_blend = _blend_grad(grad, x, bank, index, order, counts)
+    return grad_x, grad_bank, None, grad_blend, None, None
+
+
+grouped_linear.register_autograd(_linear_backward, setup_context=_linear_setup)
+
+
+def _outer_setup(ctx, inputs, output):
+    g, x, index, blend, order, counts, _ = inputs
+    ctx.save_for_backward(g, x, index, blend, order, counts)
+
+
+def _outer_backward(ctx, grad):
+    # L = sum_r <grad[index[r]], [g_r^T x_r ; blend_r g_r^T x_r]>
+    g, x, index, blend, order, counts = ctx.saved_tensors
+    need_g, need_x, _, need_blend = ctx.needs_input_grad[:4]
+    halves = 1 if blend is None else 2
+    grad_g = grad_x = grad_blend = None
+    if need_g:
+        grad_g = grouped_linear(x, grad, index, blend, order, counts)
+    if need_x:
+        grad_x = grouped_linear(g, _transpose_bank(grad, halves), index, blend, order, counts)
+    if need_blend and blend is not None:
+        grad_blend = _blend_grad(g, x, grad, index, order, counts)
+    return grad_g, grad_x, None, grad_blend, None, None, None
+
+
+grouped_outer.register_autograd(_outer_backward, setup_context=_outer_setup)
