@@ -33,7 +33,8 @@ WIDTH, RANK, CAPACITY = 128, 10, 100
 
 @dataclass(frozen=True)
 class LayerCase:
-    """x is ``shape + (128,)``; ``key`` builds frame ids or times for it (sorted, as samplers give)."""
+    """x is ``shape + (128,)``; ``key`` builds frame ids or times for it, sorted by frame as a
+    frame-major sampler gives them (the "random" order shuffles the rows, as a user's sampler would)."""
 
     name: str
     shape: tuple[int, ...]
@@ -52,9 +53,9 @@ def _knot_times(n: int) -> Callable[[torch.Generator], torch.Tensor]:
 
 CASES = [
     LayerCase("1100 rays x 64 samples, 100 frames", (1100, 64), "lookup", _sorted_rows(1100, 100)),
-    LayerCase("100 x 1024, ~60 frames", (100, 1024), "lookup", _sorted_rows(100, 60)),
-    LayerCase("4096 x 32, 100 frames", (4096, 32), "lookup", _sorted_rows(4096, 100)),
-    LayerCase("32 frames x 2048 samples", (32, 2048), "lookup", lambda g: torch.arange(32).view(32, 1)),
+    LayerCase("100 rays x 1024, 60 frames", (100, 1024), "lookup", _sorted_rows(100, 60)),
+    LayerCase("4096 rays x 32, 100 frames", (4096, 32), "lookup", _sorted_rows(4096, 100)),
+    LayerCase("32 rows x 2048, 32 frames", (32, 2048), "lookup", lambda g: torch.arange(32).view(32, 1)),
     LayerCase("interp, 65536 per-sample times on knots", (65536,), "interpolation", _knot_times(65536)),
     LayerCase(
         "interp, 65536 per-sample times anywhere",
@@ -63,7 +64,7 @@ CASES = [
         lambda g: (torch.rand(65536, generator=g) * 2 - 1).sort().values,
     ),
 ]
-IMPLS = ("linear", "resfield", "resfield-unsorted")
+IMPLS = ("linear", "resfield-random", "resfield-sorted")
 
 
 def _setup(case: LayerCase, impl: str, device: str):
@@ -76,7 +77,7 @@ def _setup(case: LayerCase, impl: str, device: str):
             layer.matrices.normal_(0.0, 0.01)
     x = torch.randn(*case.shape, WIDTH, generator=g).to(device).requires_grad_(True)
     key = case.key(g)
-    if impl == "resfield-unsorted":
+    if impl == "resfield-random":
         key = key[torch.randperm(key.shape[0], generator=g)]
     grad = torch.randn(*case.shape, WIDTH, generator=g).to(device)
     kw = (
@@ -157,27 +158,112 @@ def layer_table(device: str, repeats: int) -> list[dict]:
         )
         t, m = times, memory
         print(
-            f"  {case.name}: linear {t['linear'] * 1e3:.1f} ms, resfield {t['resfield'] * 1e3:.1f} ms "
-            f"({t['resfield'] / t['linear']:.2f}x), unsorted {t['resfield-unsorted'] / t['linear']:.2f}x; "
-            f"memory {m['resfield'] / max(m['linear'], 1e-9):.2f}x",
+            f"  {case.name}: linear {t['linear'] * 1e3:.1f} ms, random order "
+            f"{t['resfield-random'] / t['linear']:.2f}x, sorted {t['resfield-sorted'] / t['linear']:.2f}x; "
+            f"memory {m['resfield-random'] / max(m['linear'], 1e-9):.2f}x",
             file=sys.stderr,
         )
     return rows
 
 
-def markdown(rows: list[dict], training: list[dict]) -> str:
+def launch_table(device: str, present: tuple[int, ...] = (1, 10, 100)) -> list[dict]:
+    """Matmul kernels per forward+backward of one layer as the frames present grow, from
+    ``torch.profiler``: the strategy a GPU picks (forced on any device) and the CPU's grouped one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from resfields.backends.torch import choose, plan_frames
+    from resfields.backends.torch.strategy import forced
+
+    layer = ResFieldLinear(WIDTH, WIDTH, rank=RANK, capacity=CAPACITY, device=device)
+    x = torch.randn(4096, 32, WIDTH, device=device, requires_grad=True)
+    rows = []
+    for frames in present:
+        ids = torch.randperm(4096).remainder(frames).view(4096, 1).to(device)
+        plan = plan_frames(layer.spec.resfield, (4096, 32), ids, None, x.device)
+        counts = {}
+        for label, strategy in (("gpu strategy", choose(layer, plan, "cuda")), ("grouped", "grouped")):
+            with forced(strategy), profile(activities=[ProfilerActivity.CPU]) as prof:
+                layer(x, frame_ids=ids).sum().backward()
+            names = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
+            counts[label] = (strategy, sum(e.count for e in prof.key_averages() if e.key in names))
+        rows.append({"frames_present": frames, **{k: {"strategy": v[0], "matmuls": v[1]} for k, v in counts.items()}})
+        print(f"  {frames} frames present: {counts}", file=sys.stderr)
+    return rows
+
+
+def compiled_table(device: str, repeats: int) -> list[dict]:
+    """A user's MLP with three ResField layers under ``torch.compile(fullgraph=True)`` against the
+    same MLP with ``nn.Linear`` layers, compiled alike: training step time and recompiles over
+    ``repeats`` steps with new random frame ids each step."""
+    import torch._dynamo
+
+    from resfields.benchmarks.user_mlp import UserMLP
+
+    out = []
+    for resfield in (True, False):
+        torch._dynamo.reset()
+        model = UserMLP(WIDTH, CAPACITY, resfield=resfield).to(device)
+        compiled = torch.compile(model, fullgraph=True)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(1100, 64, 3, generator=g).to(device)
+
+        def step(compiled=compiled, optimizer=optimizer, x=x, g=g) -> None:
+            ids = torch.randint(0, CAPACITY, (1100, 1), generator=g).to(device)
+            compiled(x, ids).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        start = time.perf_counter()
+        step()
+        compile_s = time.perf_counter() - start
+        samples = []
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            samples.append(time.perf_counter() - start)
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        out.append(
+            {"resfield": resfield, "ms": 1e3 * statistics.median(samples), "compile_s": compile_s, "graphs": graphs}
+        )
+        print(f"  compiled {'ResField' if resfield else 'vanilla'} MLP: {out[-1]}", file=sys.stderr)
+    return out
+
+
+def markdown(rows: list[dict], training: list[dict], launches: list[dict], compiled: list[dict]) -> str:
     lines = [
-        "| case (128→128, rank 10, capacity 100) | device | nn.Linear ms | ResField ms | ratio | unsorted ratio "
+        "| case (128→128, rank 10, capacity 100) | device | nn.Linear ms | random order | sorted by frame "
         "| peak MiB Linear | peak MiB ResField | memory ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ms, mem = r["ms"], r["peak_mib"]
         lines.append(
-            f"| {r['case']} | {r['device']} | {ms['linear']:.1f} | {ms['resfield']:.1f} | "
-            f"{ms['resfield'] / ms['linear']:.2f}× | {ms['resfield-unsorted'] / ms['linear']:.2f}× | "
-            f"{mem['linear']:.0f} | {mem['resfield']:.0f} | {mem['resfield'] / max(mem['linear'], 1e-9):.2f}× |"
+            f"| {r['case']} | {r['device']} | {ms['linear']:.1f} | {ms['resfield-random'] / ms['linear']:.2f}× | "
+            f"{ms['resfield-sorted'] / ms['linear']:.2f}× | {mem['linear']:.0f} | {mem['resfield-random']:.0f} | "
+            f"{mem['resfield-random'] / max(mem['linear'], 1e-9):.2f}× |"
         )
+    if launches:
+        lines += [
+            "",
+            "| frames present (4096 x 32) | GPU strategy: matmuls | grouped (CPU): matmuls |",
+            "|---|---|---|",
+        ]
+        for r in launches:
+            gpu, grouped = r["gpu strategy"], r["grouped"]
+            lines.append(f"| {r['frames_present']} | {gpu['matmuls']} ({gpu['strategy']}) | {grouped['matmuls']} |")
+    if compiled:
+        res, van = (next(c for c in compiled if c["resfield"] is k) for k in (True, False))
+        lines += [
+            "",
+            "| torch.compile(fullgraph=True), 1100 x 64 samples | step ms | graphs | compile s |",
+            "|---|---|---|---|",
+            f"| MLP with 3 ResField layers | {res['ms']:.1f} ({res['ms'] / van['ms']:.2f}× vanilla) | "
+            f"{res['graphs']} | {res['compile_s']:.0f} |",
+            f"| vanilla MLP | {van['ms']:.1f} | {van['graphs']} | {van['compile_s']:.0f} |",
+        ]
     if training:
         lines += [
             "",
@@ -199,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 repeats")
     parser.add_argument("--skip-layer", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-compile", action="store_true", help="skip the torch.compile case (minutes on a CPU)")
+    parser.add_argument("--skip-launches", action="store_true")
     parser.add_argument("--json", help="write the measured numbers to this file")
     parser.add_argument("--memory-probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -213,15 +301,27 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     rows = [] if args.skip_layer else layer_table(args.device, repeats)
+    launches = [] if args.skip_launches else launch_table(args.device)
+    compiled = [] if args.skip_compile else compiled_table(args.device, repeats)
     training = []
     if not args.skip_training:
         from resfields.benchmarks.training import training_table
 
         training = training_table(repeats, args.device)
-    print(markdown(rows, training))
+    print(markdown(rows, training, launches, compiled))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "layer": rows, "training": training}, f, indent=2)
+            json.dump(
+                {
+                    "torch": torch.__version__,
+                    "layer": rows,
+                    "launches": launches,
+                    "compiled": compiled,
+                    "training": training,
+                },
+                f,
+                indent=2,
+            )
     return 0
 
 

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for label, variant in variants(task_name, run, args.equal_params).items():
             folder = Path(args.out) / task_name / label.split(" (")[0].replace(" ", "_").replace(",", "")
-            summary = fit(variant, folder, backend=args.backend, device=args.device, media=args.media)
+            # a benchmark re-run replaces its earlier results
+            summary = fit(variant, folder, backend=args.backend, device=args.device, media=args.media, overwrite=True)
             rows.append((label, summary))
             print(f"{task_name} / {label}: {json.dumps(summary['metrics'])[:300]}", file=sys.stderr)
         results[task_name] = rows

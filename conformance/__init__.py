@@ -5,7 +5,7 @@ CLI: ``resfields conformance [--backend torch|tinygrad|all] [--device cpu|cuda]`
 the same cases from ``tests/test_conformance.py``.
 """
 
-from .cases import Case, grid, make_inputs, random_case
+from .cases import Case, grid, make_inputs, random_case, strategy_cases
 from .compare import TOLERANCES, Result, compare_outputs, normalised_error, run_case, tolerance
 from .suite import format_table, run_suite, suite_cases, tolerance_note
 
@@ -21,6 +21,7 @@ __all__ = [
     "random_case",
     "run_case",
     "run_suite",
+    "strategy_cases",
     "suite_cases",
     "tolerance",
     "tolerance_note",

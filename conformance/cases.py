@@ -1,17 +1,17 @@
 """The conformance case grid: every compression x mode, several ranks and capacities, frame
 layouts (one frame, repeated frames, all-distinct frames, one frame per row in equal blocks), times
-on and between knots and outside [-1, 1], single layers and whole fields."""
+on and between knots and outside [-1, 1] (±inf included), single layers and whole fields."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from resfields.spec import COMPRESSIONS, MODES, FieldSpec, LinearSpec, MLPSpec, ResFieldSpec, SirenSpec, frame_to_time
 
-__all__ = ["LAYOUTS", "Case", "grid", "make_inputs", "random_case"]
+__all__ = ["LAYOUTS", "Case", "grid", "make_inputs", "random_case", "strategy_cases"]
 
 # lookup layouts and interpolation layouts; each case picks those of its mode
 LAYOUTS = {
@@ -32,6 +32,7 @@ class Case:
     per_row: int = 5
     seed: int = 0
     encoding_alpha: float | None = None  # coarse-to-fine progress for PE-MLP fields (None: plain encoding)
+    strategy: str = "auto"  # a backend's forced layer strategy (torch: resfields.backends.torch.STRATEGIES)
 
 
 def make_inputs(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray | None], np.ndarray]:
@@ -57,6 +58,7 @@ def make_inputs(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray | None], n
         key = rng.uniform(-1.0, 1.0, size=(b, s))
     elif case.layout == "outside":
         key = np.concatenate([rng.uniform(-1.6, -1.0, size=b // 2), rng.uniform(1.0, 1.6, size=b - b // 2)])
+        key[0], key[-1] = -np.inf, np.inf  # clamp too: inf * (C - 1) is NaN when C == 1
         key = rng.permutation(key).reshape(b, 1)
     else:
         raise ValueError(f"unknown layout {case.layout!r}")
@@ -133,3 +135,17 @@ def random_case(rng: np.random.Generator, index: int, dtype: str = "float32") ->
         per_row=int(rng.integers(1, 6)),
         seed=int(rng.integers(1 << 30)),
     )
+
+
+def strategy_cases(cases: list[Case], strategies: tuple[str, ...]) -> list[Case]:
+    """``cases`` again under each forced strategy that applies to them, for a backend with several
+    (torch): "single" needs one key for the whole batch, "lowrank" a low-rank residual."""
+    out = []
+    for case in cases:
+        for strategy in strategies:
+            if strategy == "single" and case.layout != "single":
+                continue
+            if strategy == "lowrank" and case.spec.resfield.compression == "none":
+                continue
+            out.append(replace(case, name=f"{case.name}/{strategy}", strategy=strategy))
+    return out

@@ -88,6 +88,8 @@ def run_case(backend, case: Case, device: str = "cpu") -> Result:
     grad_x_ref, grads_ref = field_vjp(case.spec, ref_params, x, cotangent, **kw)
     try:
         model = backend.build(case.spec, params32, device=device)
+        if case.strategy != "auto":  # only backends with several strategies (torch) take the keyword
+            kw["strategy"] = case.strategy
         y, grad_x, grads = backend.value_and_grad(model, x, cotangent, dtype=case.dtype, **kw)
     except Exception as e:  # a crash is a failed case with its reason, not an aborted run
         return Result(

@@ -9,7 +9,7 @@ import numpy as np
 
 from resfields.backends import BACKENDS, get_backend
 
-from .cases import Case, grid, random_case
+from .cases import Case, grid, random_case, strategy_cases
 from .compare import TOLERANCES, Result, run_case
 
 __all__ = ["format_table", "run_suite", "suite_cases", "tolerance_note"]
@@ -43,6 +43,7 @@ def run_suite(
         if device not in backend.devices():
             raise ValueError(f"backend {name!r} cannot run on device {device!r} here (has {backend.devices()})")
         cases = suite_cases(device, n_random, dtypes=backend.dtypes)
+        cases += strategy_cases(cases, getattr(backend, "strategies", ()))
         results += [run_case(backend, case, device) for case in progress(cases)]
     return results
 

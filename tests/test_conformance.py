@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from resfields.backends import BACKENDS, get_backend
 from resfields.cli import main as cli_main
-from resfields.conformance import grid, random_case, run_case, suite_cases
+from resfields.conformance import grid, random_case, run_case, strategy_cases, suite_cases
 
 GRID = list(grid())
 
@@ -20,6 +20,16 @@ GRID = list(grid())
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_grid_case(backend, case):
     result = run_case(get_backend(backend), case)
+    assert result.passed, result
+
+
+TORCH_STRATEGY_CASES = strategy_cases(GRID, ("single", "rows", "grouped", "lowrank"))
+
+
+@pytest.mark.parametrize("case", TORCH_STRATEGY_CASES, ids=[c.name for c in TORCH_STRATEGY_CASES])
+def test_torch_strategy_case(case):
+    """Every exact strategy of the torch layer, forced on every case it applies to."""
+    result = run_case(get_backend("torch"), case)
     assert result.passed, result
 
 

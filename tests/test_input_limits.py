@@ -222,6 +222,13 @@ def test_parameter_mismatch_message_is_truncated():
     assert len(str(info.value)) < SHORT and "more" in str(info.value)
 
 
+def test_run_config_errors_never_echo_huge_values():
+    from resfields.tasks.common.config import TrainConfig, config_from_dict
+
+    _fast_short_spec_error(lambda: config_from_dict(TrainConfig, {"batch_size": list(range(10**5))}), "batch_size")
+    _fast_short_spec_error(lambda: config_from_dict(TrainConfig, {f"k{i}": 0 for i in range(10**5)}), "unknown")
+
+
 def test_train_config_refuses_huge_batches():
     from resfields.tasks.common.config import TrainConfig, config_from_dict
 
@@ -312,6 +319,24 @@ def test_tinygrad_trainer_names_a_changed_batch_shape():
     with pytest.raises(ShapeError, match="'y'"):
         trainer.step({k: v for k, v in batch(8).items() if k != "y"})
     assert np.isfinite(trainer.step(batch(8)))
+
+
+@pytest.mark.parametrize("backend", ["torch", "tinygrad"])
+def test_training_clamps_infinite_times_as_inference_does(backend):
+    pytest.importorskip(backend)
+    impl = get_backend(backend)
+    spec = _siren(mode="interpolation")
+    losses = []
+    for times in ([-np.inf, np.inf, 0.5, -0.25], [-1.0, 1.0, 0.5, -0.25]):
+        arrays = random_parameters(spec, seed=0)
+        trainer = impl.trainer(impl.build(spec, arrays), lambda pred, batch: (pred - batch["y"]).square().mean(), 1e-2)
+        batch = {
+            "x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(4, 2),
+            "times": np.asarray(times, np.float32),
+            "y": np.ones((4, 1), np.float32),
+        }
+        losses.append([trainer.step(batch) for _ in range(3)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

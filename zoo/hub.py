@@ -33,15 +33,19 @@ only removes files whose real path lies in that repo's cache folder.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import shutil
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2  # the HTTP client of huggingface_hub >= 2: its transport errors escape HfApi uncaught
-from huggingface_hub import HfApi, ResolvedRevision, constants, snapshot_download
+from huggingface_hub import HfApi, ResolvedRevision, constants, get_session, set_client_factory, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -54,7 +58,7 @@ from huggingface_hub.errors import (
 )
 
 from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, checkpoint_path, load_checkpoint
-from resfields.errors import CheckpointError
+from resfields.errors import CheckpointError, short_repr
 
 from .registry import file_sha256
 
@@ -79,11 +83,6 @@ _MAX_REPO_PART = 96  # the Hub's limit on a name (huggingface_hub's validate_rep
 _MAX_REVISION = 255  # a ref becomes one file name per component under refs/; 255 bytes is the usual limit
 _REVISION_CHARS = frozenset(" ~^:?*[\\")  # what git check-ref-format refuses, besides controls and ".."
 _MAX_REF_BYTES = 4096  # a refs/ file holds one commit id; never read a large file because of its name
-
-
-def shown(text: str, limit: int = 80) -> str:
-    """``repr(text)``, cut short for a message when ``text`` is long (a 5000-character id, say)."""
-    return repr(text) if len(text) <= limit else f"{text[: limit - 20]!r}... ({len(text)} characters)"
 
 
 def repo_id_problem(repo_id: object) -> str | None:
@@ -145,7 +144,7 @@ def check_repo_id(repo_id: str) -> str:
     :func:`repo_id_problem`)."""
     problem = repo_id_problem(repo_id)
     if problem is not None:
-        raise CheckpointError(f"invalid Hub repo id {shown(str(repo_id))}: {problem}")
+        raise CheckpointError(f"invalid Hub repo id {short_repr(repo_id)}: {problem}")
     return repo_id
 
 
@@ -156,7 +155,7 @@ def check_revision(revision: str | None) -> str:
         return _DEFAULT_REVISION
     problem = revision_problem(revision)
     if problem is not None:
-        raise CheckpointError(f"invalid revision {shown(str(revision))}: {problem}")
+        raise CheckpointError(f"invalid revision {short_repr(revision)}: {problem}")
     return revision
 
 
@@ -209,7 +208,7 @@ def download(
     """
     check_repo_id(repo_id)
     revision = check_revision(revision)
-    where = f"checkpoint {repo_id!r} at revision {shown(revision)}"
+    where = f"checkpoint {repo_id!r} at revision {short_repr(revision)}"
     storage = _storage_folder(cache_dir, repo_id, where)
     offline = local_files_only or constants.HF_HUB_OFFLINE
     api = HfApi(endpoint=endpoint, token=token)
@@ -286,7 +285,7 @@ def _resolve_commit(
             error = e
         else:
             if not isinstance(sha, str) or not _COMMIT.fullmatch(sha):
-                raise CheckpointError(f"the Hub answered {shown(str(sha))} as its commit id, not 40 hex digits")
+                raise CheckpointError(f"the Hub answered {short_repr(sha)} as its commit id, not 40 hex digits")
             return sha, None
     ref = storage / "refs" / revision
     if ref.is_symlink():
@@ -296,7 +295,7 @@ def _resolve_commit(
     with ref.open("rb") as handle:
         text = handle.read(_MAX_REF_BYTES + 1).decode("utf-8", errors="replace")
     if not _COMMIT.fullmatch(text.strip()):
-        raise CheckpointError(f"the cached refs/{revision} holds {shown(text, 60)}, not a commit id (40 hex digits)")
+        raise CheckpointError(f"the cached refs/{revision} holds {short_repr(text)}, not a commit id (40 hex digits)")
     return text.strip(), error
 
 
@@ -462,7 +461,7 @@ def push_to_hub(
     folder = Path(folder)
     check_repo_id(repo_id)
     branch = check_revision(revision)
-    target = f"{repo_id!r} (revision {shown(branch)})"
+    target = f"{repo_id!r} (revision {short_repr(branch)})"
     try:
         load_checkpoint(folder)
         # what upload_folder would send: a link out of the folder would upload whatever it points to

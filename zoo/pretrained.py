@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, checkpoint_path, save_checkpoint, shared_mode
-from resfields.errors import CheckpointError, SpecError
+from resfields.errors import CheckpointError, SpecError, short_repr
 
 from .card import CARD_NAME, write_card
 from .registry import get_entry, verify_hashes
@@ -70,11 +70,11 @@ def resolve(
     if entry is not None and revision is None and entry.local_folder().is_dir():
         verify_hashes(entry.local_folder(), entry.files, f"zoo checkpoint {entry.id}")
         return entry.local_folder()
-    from .hub import download, repo_id_problem, shown
+    from .hub import download, repo_id_problem
 
     problem = repo_id_problem(name)
     if problem is not None:
-        raise CheckpointError(f"{shown(name)} is neither a folder, nor a zoo id, nor a valid Hub repo id: {problem}")
+        raise CheckpointError(f"{short_repr(name)} is neither a folder, nor a zoo id, nor a valid Hub repo id: {problem}")
     return download(
         entry.id if entry is not None else name,
         revision=revision,

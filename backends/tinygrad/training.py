@@ -17,7 +17,7 @@ from tinygrad import Context, Tensor, TinyJit, dtypes
 from tinygrad.nn.optim import Adam
 from tinygrad.nn.state import get_state_dict
 
-from resfields.errors import CheckpointError, FrameError, ShapeError
+from resfields.errors import CheckpointError, ShapeError
 from resfields.validate import check_batch_layout, check_frame_range, check_predict_inputs, check_times
 
 from .frames import device_tensor
@@ -44,7 +44,7 @@ def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, Tenso
     return out
 
 
-def _check_keys(model: Any, frame_ids: np.ndarray | None, times: np.ndarray | None, training: bool = False) -> None:
+def _check_keys(model: Any, frame_ids: np.ndarray | None, times: np.ndarray | None) -> None:
     # the checks validate=True would do inside the field, done on the host copy instead
     rf = getattr(model.spec, "resfield", None) if hasattr(model, "spec") else None
     if rf is None:
@@ -56,11 +56,9 @@ def _check_keys(model: Any, frame_ids: np.ndarray | None, times: np.ndarray | No
         check_frame_range(integer, low, high, rf.capacity)
     if times is not None:
         ts = np.asarray(times)
+        # training and inference take the same keys: times outside [-1, 1], infinities included,
+        # clamp as the spec says, on every backend
         check_times(bool(np.issubdtype(ts.dtype, np.floating)), bool(np.isnan(ts).any()))
-        # a training batch with an infinite time is a data bug, even if clamping hides it; inference
-        # clamps it like any time outside [-1, 1], as the spec and the other backends do
-        if training and np.isinf(ts).any():
-            raise FrameError("times contain infinity")
 
 
 def _forward(model: Any, batch: Mapping[str, Tensor]) -> Tensor:
@@ -184,7 +182,7 @@ class TinygradTrainer:
         layout = {k: np.shape(v) for k, v in batch.items()}
         if self._layout is not None:
             check_batch_layout(self._layout, layout)
-        _check_keys(self.model, batch.get("frame_ids"), batch.get("times"), training=True)
+        _check_keys(self.model, batch.get("frame_ids"), batch.get("times"))
         lr = Tensor([self.lr * lr_factor], dtype=dtypes.float32, device=self.device).realize()
         with Context(TRAINING=1):
             loss = self._step(lr, **_to_tensors(batch, self.device))

@@ -12,12 +12,14 @@ from resfields.validate import check_device
 
 from .fields import build_field
 from .state import load_parameters, parameters_to_numpy
+from .strategy import STRATEGIES, forced
 from .training import TorchTrainer, infer, predict
 
 
 class TorchBackend:
     name = "torch"
     dtypes = ("float32", "bfloat16")
+    strategies = STRATEGIES[1:]  # the conformance grid runs every case under each forced layer strategy too
 
     def devices(self) -> list[str]:
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -48,7 +50,9 @@ class TorchBackend:
     def tensor(self, array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=like.device)
 
-    def value_and_grad(self, model, x, cotangent, frame_ids=None, times=None, dtype="float32", encoding_window=None):
+    def value_and_grad(
+        self, model, x, cotangent, frame_ids=None, times=None, dtype="float32", encoding_window=None, strategy="auto"
+    ):
         device = next(model.parameters()).device
         model.zero_grad(set_to_none=True)
         xt = torch.tensor(x, dtype=torch.float32, device=device, requires_grad=True)
@@ -61,7 +65,8 @@ class TorchBackend:
                 if encoding_window is None
                 else {"encoding_window": torch.as_tensor(encoding_window, dtype=torch.float32, device=device)}
             )
-            y = model(xt, frame_ids=ids, times=ts, **window)
+            with forced(strategy):
+                y = model(xt, frame_ids=ids, times=ts, **window)
         (y.float() * torch.as_tensor(cotangent, dtype=torch.float32, device=device)).sum().backward()
         grads = {name: _np(p.grad) if p.grad is not None else np.zeros(p.shape) for name, p in model.named_parameters()}
         return _np(y), _np(xt.grad), grads

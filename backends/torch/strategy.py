@@ -31,6 +31,8 @@ strategy but grouped launches a fixed number of kernels, whatever the number of 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -44,7 +46,7 @@ from .plan import FramePlan
 if TYPE_CHECKING:
     from .layer import ResFieldLinear
 
-__all__ = ["ROWS_MAX_WEIGHT_RATIO", "ROWS_MIN_SAMPLES", "STRATEGIES", "choose", "run"]
+__all__ = ["ROWS_MAX_WEIGHT_RATIO", "ROWS_MIN_SAMPLES", "STRATEGIES", "choose", "forced", "run"]
 
 STRATEGIES = ("auto", "single", "rows", "grouped", "lowrank")
 
@@ -53,6 +55,23 @@ ROWS_MIN_SAMPLES = 256
 #: on a GPU, ``rows`` while its ``(rows, O, I)`` weights are at most this many times the batch's
 #: ``(N, I + O)`` activations; past that, ``lowrank`` (which needs no weight per row)
 ROWS_MAX_WEIGHT_RATIO = 2.0
+
+
+_forced: str | None = None
+
+
+@contextmanager
+def forced(strategy: str) -> Iterator[None]:
+    """Within the block, every layer called with ``strategy="auto"`` uses ``strategy`` instead (for
+    benchmarks and the conformance grid; e.g. ``forced("lowrank")`` runs the GPU strategy on a CPU)."""
+    global _forced
+    if strategy not in STRATEGIES:
+        raise SpecError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    previous, _forced = _forced, (None if strategy == "auto" else strategy)
+    try:
+        yield
+    finally:
+        _forced = previous
 
 
 def choose(layer: ResFieldLinear, plan: FramePlan, device_type: str) -> str:
@@ -73,7 +92,7 @@ def choose(layer: ResFieldLinear, plan: FramePlan, device_type: str) -> str:
 def run(strategy: str, layer: ResFieldLinear, x: torch.Tensor, plan: FramePlan) -> torch.Tensor:
     """``x`` ``(rows, S, I)`` -> ``(rows, S, O)`` with ``strategy`` (one of :data:`STRATEGIES`)."""
     if strategy == "auto":
-        strategy = choose(layer, plan, x.device.type)
+        strategy = _forced or choose(layer, plan, x.device.type)
     if strategy == "single":
         if plan.rows != 1:
             raise SpecError(f"strategy 'single' needs one key for the whole batch; this batch has {plan.rows} rows")

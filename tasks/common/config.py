@@ -142,7 +142,7 @@ def config_from_dict(cls: type, data: Any, where: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise SpecError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
+        raise SpecError(f"{where}: unknown key(s) {short_repr(unknown)}; known keys are {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     values = {name: coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
     try:
@@ -161,29 +161,29 @@ def coerce(hint: Any, value: Any, where: str) -> Any:
         return coerce(inner[0], value, where)
     if origin is Literal:
         if value not in args:
-            raise SpecError(f"{where}: must be one of {list(args)}, got {value!r}")
+            raise SpecError(f"{where}: must be one of {list(args)}, got {short_repr(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise SpecError(f"{where}: expected a list, got {value!r}")
+            raise SpecError(f"{where}: expected a list, got {short_repr(value)}")
         return tuple(coerce(args[0], v, where) for v in value)
     if dataclasses.is_dataclass(hint):
         return value if isinstance(value, hint) else config_from_dict(hint, value, where)
     if hint is bool:
         if not isinstance(value, bool):
-            raise SpecError(f"{where}: expected true/false, got {value!r}")
+            raise SpecError(f"{where}: expected true/false, got {short_repr(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{where}: expected an integer, got {value!r}")
+            raise SpecError(f"{where}: expected an integer, got {short_repr(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise SpecError(f"{where}: expected a finite number, got {value!r}")
+            raise SpecError(f"{where}: expected a finite number, got {short_repr(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise SpecError(f"{where}: expected a string, got {value!r}")
+            raise SpecError(f"{where}: expected a string, got {short_repr(value)}")
         return value
     return value
 
