@@ -202,6 +202,7 @@ def compiled_table(device: str, repeats: int) -> list[dict]:
     out = []
     for resfield in (True, False):
         torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
         model = UserMLP(WIDTH, CAPACITY, resfield=resfield).to(device)
         compiled = torch.compile(model, fullgraph=True)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from resfields.backends import BACKENDS, get_backend
+from resfields.errors import SpecError
 
 from .cases import Case, grid, random_case, strategy_cases
 from .compare import TOLERANCES, Result, run_case
@@ -36,12 +37,12 @@ def run_suite(
     n_random: int = 24,
     progress: Callable[[Iterable[Case]], Iterable[Case]] = iter,
 ) -> list[Result]:
-    """Every case on every named backend at ``device``; raises ValueError for an unknown device."""
+    """Every case on every named backend at ``device``; raises SpecError for a device a backend lacks here."""
     results = []
     for name in backends:
         backend = get_backend(name)
         if device not in backend.devices():
-            raise ValueError(f"backend {name!r} cannot run on device {device!r} here (has {backend.devices()})")
+            raise SpecError(f"backend {name!r} cannot run on device {device!r} here (has {backend.devices()})")
         cases = suite_cases(device, n_random, dtypes=backend.dtypes)
         cases += strategy_cases(cases, getattr(backend, "strategies", ()))
         results += [run_case(backend, case, device) for case in progress(cases)]

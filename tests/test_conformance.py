@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from resfields.backends import BACKENDS, get_backend
 from resfields.cli import main as cli_main
-from resfields.conformance import grid, random_case, run_case, strategy_cases, suite_cases
+from resfields.conformance import grid, random_case, run_case, run_suite, strategy_cases, suite_cases
+from resfields.errors import SpecError
 
 GRID = list(grid())
 
@@ -90,6 +91,14 @@ def test_cli_prints_table_and_exit_code(capsys):
     assert cli_main(["conformance", "--backend", "torch", "--random", "3"]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "0 failed" in out and "tolerances" in out
+
+
+def test_an_unavailable_device_is_a_spec_error():
+    """One error of the library's family (still a ValueError), before any case runs."""
+    ran = []
+    with pytest.raises(SpecError, match=r"backend 'torch' cannot run on device 'tpu9' here \(has "):
+        run_suite(("torch",), device="tpu9", progress=lambda cases: ran.extend(cases) or iter(()))
+    assert ran == []
 
 
 @pytest.mark.cuda

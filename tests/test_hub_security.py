@@ -9,18 +9,24 @@
 * Deeply nested JSON, ``schema_version: true``, a folder that is no checkpoint given to
   ``resfields zoo pull`` and float64 weights beyond float32's range each give one error naming it.
 
-Servers bind 127.0.0.1 only: ``PoisonedHub`` and ``EtagHub`` below are TEST DOUBLEs of malicious Hubs
-built on ``tests/hub_double.py``. One attack is only half stopped: huggingface_hub itself writes a blob
-named by the server's ETag, outside the cache (an xfail test records it); resfields refuses to load it.
+* A server answering an ``ETag`` / ``X-Linked-Etag`` that is no content hash, an ``X-Repo-Commit`` that
+  is not the commit asked for, or a tree listing with an ``lfs.oid`` that is no sha256 (all of which
+  huggingface_hub 2.4 would build cache paths from) is refused before huggingface_hub sees the answer,
+  wherever the answer is served (redirects, next pages); a snapshot linking out of the cache still
+  would not load.
+
+Servers bind 127.0.0.1 only: ``PoisonedHub``, ``EtagHub`` and ``TreeHub`` below are TEST DOUBLEs of
+malicious Hubs built on ``tests/hub_double.py``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -165,34 +171,186 @@ def test_a_server_naming_a_traversal_commit_id_touches_nothing_outside_the_cache
 
 
 class EtagHub(HubDouble):
-    """TEST DOUBLE of a malicious Hub whose file answers carry ``ETag: "../../../elsewhere/<file>"``."""
+    """TEST DOUBLE of a malicious Hub: its file answers (HEAD and GET) carry the headers ``extra(path)``
+    returns, by default ``ETag: "../../../elsewhere/<file>"``; ``missing`` files answer 404 with them."""
+
+    def __init__(self, extra: Callable[[str], dict[str, str]] | None = None, missing: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.extra = extra or (lambda path: {"ETag": f'"../../../elsewhere/{path}"'})
+        self.missing = missing
 
     def _resolve(self, repo: Repo, revision: str, path: str) -> tuple[int, dict[str, str], bytes]:
         status, headers, body = super()._resolve(repo, revision, path)
-        return status, {**headers, "ETag": f'"../../../elsewhere/{path}"'}, body
+        if path in self.missing:
+            status, headers, body = (
+                404,
+                {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": headers["X-Repo-Commit"]},
+                b"",
+            )
+        return status, {**headers, **self.extra(path)}, body
 
 
-def _etag_attack(tmp_path: Path) -> Path:
+def _attack(tmp_path: Path, hub: HubDouble, match: str, readme: bool = False) -> Path:
+    """Push a checkpoint to ``hub``, download it into ``tmp_path/cache``: one CheckpointError matching
+    ``match``; returns ``tmp_path/elsewhere``, the folder the attacks aim at."""
     (tmp_path / "elsewhere").mkdir()
     save_checkpoint(tmp_path / "local", SPEC, arrays())
-    with EtagHub() as hub:
+    if readme:
+        (tmp_path / "local" / "README.md").write_text("# tiny\n")
+    with hub:
         push_to_hub(tmp_path / "local", REPO, endpoint=hub.url)
-        with pytest.raises(CheckpointError, match=r"symlink to .*elsewhere.*outside the checkpoint folder"):
+        with pytest.raises(CheckpointError, match=match):
             download(REPO, cache_dir=tmp_path / "cache", endpoint=hub.url)
     return tmp_path / "elsewhere"
 
 
-def test_a_checkpoint_whose_blobs_a_server_placed_outside_the_cache_is_not_loaded(tmp_path: Path) -> None:
-    _etag_attack(tmp_path)
+def _nothing_outside(tmp_path: Path) -> None:
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert {p.name for p in tmp_path.iterdir()} <= {"cache", "elsewhere", "local"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="huggingface_hub 2.4 writes <cache>/<repo>/blobs/<ETag> (and a .lock) with the server's ETag unchecked; "
-    "resfields refuses to load the result but cannot stop the write without replacing hf_hub_download",
-)
-def test_a_server_etag_cannot_place_files_outside_the_cache(tmp_path: Path) -> None:
-    assert list(_etag_attack(tmp_path).iterdir()) == []
+def test_a_checkpoint_whose_blobs_a_server_placed_outside_the_cache_is_not_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defence in depth: with the answer check switched off, huggingface_hub writes the blobs outside the
+    cache, and loading refuses the snapshot's links to them."""
+    monkeypatch.setattr(hub_module, "_answer_problem", lambda response, call: None)
+    _attack(tmp_path, EtagHub(), r"symlink to .*elsewhere.*outside the checkpoint folder")
+
+
+ETAGS = {
+    "relative": lambda tmp, path: {"ETag": f'"../../../elsewhere/{path}"'},
+    "absolute": lambda tmp, path: {"ETag": f'"{tmp}/elsewhere/{path}"'},
+    "weak": lambda tmp, path: {"ETag": f'W/"../../../elsewhere/{path}"'},
+    "unquoted": lambda tmp, path: {"ETag": f"../../../elsewhere/{path}"},
+    "hex-then-slash": lambda tmp, path: {"ETag": f'"{"a" * 40}/../../../../elsewhere/{path}"'},
+    "empty": lambda tmp, path: {"ETag": '""'},
+    "x-linked-etag": lambda tmp, path: {"ETag": f'"{"b" * 40}"', "X-Linked-Etag": f'"../../../elsewhere/{path}"'},
+}
+
+
+@pytest.mark.parametrize("kind", list(ETAGS))
+def test_a_server_etag_cannot_place_files_outside_the_cache(tmp_path: Path, kind: str) -> None:
+    """huggingface_hub names blobs/<ETag> and .locks/<repo>/<ETag>.lock after the server's answer: an ETag
+    that is no content hash is refused before it sees it, with one CheckpointError naming the header."""
+    hub = EtagHub(lambda path: ETAGS[kind](tmp_path, path))
+    header = "X-Linked-Etag" if kind == "x-linked-etag" else "ETag"
+    _attack(tmp_path, hub, rf"refusing checkpoint 'me/tiny' at revision 'main': .*HEAD .*/resolve/.* {header} ")
+    _nothing_outside(tmp_path)
+
+
+@pytest.mark.parametrize("missing", [False, True], ids=["present-file", "missing-file"])
+@pytest.mark.parametrize("commit", ["../../../elsewhere/nx", "abc", "f" * 40], ids=["traversal", "short", "other"])
+def test_a_server_naming_another_commit_in_a_file_answer_is_refused(tmp_path: Path, commit: str, missing: bool) -> None:
+    """huggingface_hub files a file under snapshots/<X-Repo-Commit>/ and a missing one as
+    .no_exist/<X-Repo-Commit>/<path>: the header must be the commit asked for."""
+    hub = EtagHub(lambda path: {"X-Repo-Commit": commit} if path == "README.md" else {}, ("README.md",) * missing)
+    _attack(tmp_path, hub, r"refusing .*README\.md carries X-Repo-Commit", readme=True)
+    _nothing_outside(tmp_path)
+
+
+class TreeHub(HubDouble):
+    """TEST DOUBLE of a malicious Hub whose tree listing is ``poison(listing)``; ``how`` serves it at the
+    listing's URL ("direct"), behind a redirect to another path ("redirect"), or as the second page the
+    (untouched) first one links to ("next-page")."""
+
+    def __init__(self, poison: Callable[[list], bytes], how: str = "direct") -> None:
+        super().__init__()
+        self.poison, self.how = poison, how
+
+    def handle(self, method: str, url: str, body: bytes, authorized: bool) -> tuple[int, dict[str, str], bytes]:
+        if url.startswith("/poisoned"):
+            status, headers, listing = super().handle("GET", self.tree_url, b"", authorized)
+            return status, headers, self.poison(json.loads(listing))
+        status, headers, answer = super().handle(method, url, body, authorized)
+        if method != "GET" or "/tree/" not in url or not hasattr(self, "tree_url"):
+            return status, headers, answer
+        if self.how == "direct":
+            return status, headers, self.poison(json.loads(answer))
+        if self.how == "redirect":
+            return 302, {"Location": "/poisoned/elsewhere"}, b""
+        return status, {**headers, "Link": f'<{self.url}/poisoned?cursor=2>; rel="next"'}, json.dumps([]).encode()
+
+
+def _lfs(listing: list, **lfs: object) -> bytes:
+    for entry in listing:
+        if entry["path"] == WEIGHTS_NAME:
+            entry["lfs"] = {"oid": "0" * 64, "size": entry["size"], "pointerSize": 134, **lfs}
+    return json.dumps(listing).encode()
+
+
+TREES = {
+    "lfs-oid-traversal": (lambda listing: _lfs(listing, oid="../../../elsewhere/x"), "lfs.oid"),
+    "lfs-oid-absolute": (lambda listing: _lfs(listing, oid="/tmp/x"), "lfs.oid"),
+    "lfs-size": (lambda listing: _lfs(listing, size="big"), "lfs.size"),
+    "not-json": (lambda listing: b"<html>", "not JSON"),
+    "deep": (lambda listing: b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    "object": (lambda listing: b"{}", "no JSON list"),
+    "no-path": (lambda listing: json.dumps([{"type": "file"}]).encode(), "without a path"),
+    "no-oid": (lambda listing: json.dumps([{"type": "file", "path": "x", "size": 1}]).encode(), "no oid"),
+}
+
+
+@pytest.mark.parametrize("how", ["direct", "redirect", "next-page"])
+@pytest.mark.parametrize("kind", list(TREES))
+def test_a_tree_listing_that_would_name_or_break_cache_files_is_refused(tmp_path: Path, kind: str, how: str) -> None:
+    """With hf_xet installed, huggingface_hub names an LFS blob after the listing's lfs.oid; a listing it
+    would trip over (KeyError, JSONDecodeError, RecursionError) is refused as well, in one CheckpointError,
+    wherever the server serves it."""
+    poison, match = TREES[kind]
+    hub = TreeHub(poison, how)
+    (tmp_path / "elsewhere").mkdir()
+    save_checkpoint(tmp_path / "local", SPEC, arrays())
+    with hub:
+        push_to_hub(tmp_path / "local", REPO, endpoint=hub.url)
+        commit = hub.repos[REPO].branches["main"]
+        hub.tree_url = f"/api/models/{REPO}/tree/{commit}?recursive=True"
+        with pytest.raises(CheckpointError, match=rf"refusing checkpoint 'me/tiny'.*GET .*{match}"):
+            download(REPO, cache_dir=tmp_path / "cache", endpoint=hub.url)
+    _nothing_outside(tmp_path)
+    assert not (tmp_path / "cache" / "models--me--tiny" / "trees").exists()  # nothing cached from it
+
+
+@pytest.fixture
+def client_factory() -> Iterator[None]:
+    """Restore huggingface_hub's client factory after a test that installs its own."""
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import _http
+
+    before = _http._GLOBAL_CLIENT_FACTORY
+    yield
+    set_client_factory(before)
+
+
+def test_only_requests_of_a_download_are_checked(tmp_path: Path, client_factory: None) -> None:
+    """Other users of huggingface_hub in the process keep their client factory and get unchecked answers;
+    a factory installed after a download is wrapped at the next one, and a client huggingface_hub
+    recreates (it does so after a connection error, mid-download) still checks."""
+    import httpx2
+    from huggingface_hub import close_session, get_session, hf_hub_download, set_client_factory
+
+    made = []
+
+    def users_factory() -> httpx2.Client:
+        made.append(httpx2.Client(follow_redirects=True, timeout=None))
+        return made[-1]
+
+    set_client_factory(users_factory)
+    save_checkpoint(tmp_path / "local", SPEC, arrays())
+    with EtagHub(lambda path: {"ETag": '"not-a-content-hash"'}) as hub:
+        push_to_hub(tmp_path / "local", REPO, endpoint=hub.url)
+        for _ in range(2):
+            with pytest.raises(CheckpointError, match="ETag"):
+                download(REPO, cache_dir=tmp_path / "cache", endpoint=hub.url)
+            assert get_session() is made[-1]  # the user's client, with the check added
+            assert hub_module._check_answer in made[-1].event_hooks["response"]
+            close_session()
+            assert hub_module._check_answer in get_session().event_hooks["response"]
+            set_client_factory(users_factory)  # replaced by the user: wrapped again at the next download
+        # a plain huggingface_hub call through the same client is not checked
+        path = hf_hub_download(REPO, CONFIG_NAME, cache_dir=tmp_path / "plain", endpoint=hub.url)
+    assert Path(path).read_bytes() == (tmp_path / "local" / CONFIG_NAME).read_bytes()
+    assert hub_module._CALLS == {}
 
 
 def test_a_snapshot_path_outside_the_cache_is_neither_used_nor_deleted(
@@ -560,6 +718,32 @@ def test_zoo_pull_of_a_checkpoint_folder_prints_it(tmp_path: Path, capsys: pytes
     folder = save_checkpoint(tmp_path / "ckpt", SPEC, arrays())
     assert main(["zoo", "pull", str(folder)]) == 0
     assert capsys.readouterr().out.strip() == str(folder)
+
+
+@pytest.mark.parametrize(
+    ("n_frames", "match"),
+    [
+        ("abc", r"metadata\.scene\.n_frames: expected an integer, got 'abc'"),
+        (None, r"metadata\.scene\.n_frames: expected an integer"),
+        (2.5, r"metadata\.scene\.n_frames: expected an integer"),
+        (10**30, r"metadata\.scene\.n_frames is .* builds no valid model"),
+    ],
+    ids=["string", "null", "float", "huge"],
+)
+def test_a_zoo_nerf_with_a_malformed_frame_count_is_one_checkpoint_error(
+    tmp_path: Path, n_frames: object, match: str
+) -> None:
+    """from_pretrained decodes metadata.scene strictly before building the model it expects."""
+    from resfields.zoo import registry
+
+    folder = tmp_path / "nerf"
+    shutil.copytree(Path(registry.__file__).parent / "checkpoints" / "nerf-bunny", folder)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    config["metadata"]["scene"]["n_frames"] = n_frames
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=match) as info:
+        from_pretrained(folder, backend="numpy")
+    assert str(folder) in str(info.value)
 
 
 # ----------------------------------------------------------------------------- (6) float32 overflow

@@ -64,6 +64,37 @@ def test_write_read_round_trip_is_exact(tmp_path: Path, suffix: str, rng: np.ran
     np.testing.assert_array_equal(f2, TETRA_F)
 
 
+@pytest.mark.parametrize("suffix", [".ply", ".obj"])
+def test_a_failed_mesh_write_keeps_the_previous_file(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer creates its file, writes part of it and fails: ``path`` keeps the previous mesh, no
+    temporary file stays behind, and the error is one DataError naming ``path``."""
+    import point_cloud_utils as pcu
+
+    path = tmp_path / f"mesh{suffix}"
+    M.write_mesh(path, TETRA_V, TETRA_F)
+    before = path.read_bytes()
+    written = []
+
+    def failing(target: str | Path, *args: object, **kwargs: object) -> None:
+        Path(target).write_bytes(b"half a mesh")
+        written.append(Path(target))
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(M, "_write_obj", failing)
+    monkeypatch.setattr(pcu, "save_mesh_vf", failing)
+    with pytest.raises(DataError, match=rf"mesh\{suffix}: cannot write mesh \(RuntimeError: disk on fire\)"):
+        M.write_mesh(path, TETRA_V + 1.0, TETRA_F)
+    assert written and written[0] != path and written[0].parent == tmp_path  # the writer got a temporary file
+    assert written[0].suffix == suffix  # with the suffix point-cloud-utils picks the format from
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    monkeypatch.undo()
+    M.write_mesh(path, TETRA_V + 1.0, TETRA_F)  # and a later write replaces it
+    np.testing.assert_allclose(M.read_mesh(path)[0], TETRA_V + 1.0, rtol=1e-7)
+
+
 def test_read_mesh_errors_name_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "missing.ply"
     with pytest.raises(DataError, match=r"missing\.ply"):

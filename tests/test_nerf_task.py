@@ -41,7 +41,8 @@ def test_fit_writes_a_nerf_run(run_folder):
 
 
 def test_eval_and_render(run_folder, tmp_path):
-    assert main(["eval", str(run_folder), "--out", str(tmp_path / "eval")]) == 0
+    scene = load_run(run_folder)[0].data.source  # eval reads only data named on its command line
+    assert main(["eval", str(run_folder), "--data", scene, "--out", str(tmp_path / "eval")]) == 0
     assert (
         main(
             [

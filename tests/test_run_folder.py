@@ -111,8 +111,8 @@ def _flatten(folder: Path, *, drop: tuple[str, ...] = ("files", "schedule")) -> 
         (folder / name).write_bytes(data)
     state = _state(folder)
     (folder / "training_state.json").write_text(json.dumps({k: v for k, v in state.items() if k not in drop}))
-    shutil.rmtree(folder / ".run")
-    (folder / ".lock").unlink()
+    shutil.rmtree(folder / ".run", ignore_errors=True)
+    (folder / ".lock").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -388,13 +388,21 @@ class Zygote:
 def kill_root(tmp_path_factory) -> Path:
     """Where killed runs write: tmpfs when there is one. A SIGKILL leaves the page cache intact, so the
     fsyncs a disk would spend milliseconds on change nothing about what such a kill can leave."""
-    shm = Path(os.environ.get("DEBUG_KILL_SHM", "/dev/shm"))
+    shm = Path("/dev/shm")
     if not (shm.is_dir() and os.access(shm, os.W_OK)):
         yield tmp_path_factory.mktemp("kills")
         return
     folder = Path(tempfile.mkdtemp(prefix="resfields-kills-", dir=shm))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def kill_clip(kill_root) -> str:
+    """The kill tests' own copy of the clip, next to their runs (a shared /tmp may be tidied meanwhile)."""
+    path = kill_root / "clip.npy"
+    np.save(path, moving_pattern_clip(2, 12, 12))
+    return str(path)
 
 
 @pytest.fixture
@@ -412,22 +420,22 @@ def zygote(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def zygote_reference(zygote, clip, kill_root) -> tuple[Path, float]:
+def zygote_reference(zygote, kill_clip, kill_root) -> tuple[Path, float]:
     """The uninterrupted run, in a child of the zygote (the same environment as every killed run), and
     how long it takes (the second time: the first also fills caches)."""
     durations = []
     for attempt in ("warm-up", "reference"):
         t0 = time.perf_counter()
-        assert zygote.run(_run(clip), kill_root / attempt, kwargs={"save_every": 1}) == 0, zygote.log.read_text()
+        assert zygote.run(_run(kill_clip), kill_root / attempt, kwargs={"save_every": 1}) == 0, zygote.log.read_text()
         durations.append(time.perf_counter() - t0)
     return kill_root / "reference", durations[-1]
 
 
 @pytest.fixture(scope="module")
-def old_run(zygote, clip, kill_root) -> Path:
+def old_run(zygote, kill_clip, kill_root) -> Path:
     """An earlier run of another width, in the layout of earlier versions, for --overwrite to replace."""
     out = kill_root / "old_run"
-    assert zygote.run(_run(clip, steps=5, width=6), out) == 0, zygote.log.read_text()
+    assert zygote.run(_run(kill_clip, steps=5, width=6), out) == 0, zygote.log.read_text()
     _flatten(out)
     return out
 
@@ -479,14 +487,14 @@ def _kill_trials(zygote, clip, tmp_path, zygote_reference, old_run, n_kills: int
     return seen
 
 
-def test_sigkill_at_random_instants_leaves_the_old_or_the_new_run(zygote, clip, kill_dir, zygote_reference, old_run):
-    seen = _kill_trials(zygote, clip, kill_dir, zygote_reference, old_run, n_kills=20)
+def test_sigkill_at_random_instants_leaves_old_or_new_run(zygote, kill_clip, kill_dir, zygote_reference, old_run):
+    seen = _kill_trials(zygote, kill_clip, kill_dir, zygote_reference, old_run, n_kills=20)
     assert seen.get("new", 0) >= 5, seen  # the kills did land inside the save loop
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_instants_many_times(zygote, clip, kill_dir, zygote_reference, old_run):
-    _kill_trials(zygote, clip, kill_dir, zygote_reference, old_run, n_kills=200)
+def test_sigkill_at_random_instants_many_times(zygote, kill_clip, kill_dir, zygote_reference, old_run):
+    _kill_trials(zygote, kill_clip, kill_dir, zygote_reference, old_run, n_kills=200)
 
 
 def _save_calls(zygote, clip, folder: Path, old: Path | None, steps: int) -> list[list[str]]:
@@ -500,37 +508,39 @@ def _save_calls(zygote, clip, folder: Path, old: Path | None, steps: int) -> lis
     return json.loads(log.read_text())
 
 
-@pytest.mark.parametrize("case", ["second save", "overwrite of an older run"])
-def test_sigkill_at_every_call_of_a_save(zygote, clip, kill_dir, case):
+@pytest.mark.parametrize("case", ["a save that drops the oldest", "overwrite of an older run"])
+def test_sigkill_at_every_call_of_a_save(zygote, kill_clip, kill_dir, case):
     """Crash points by construction: a kill right before each file-system call of one save. For
     --overwrite that covers adopting the earlier run's plain files and replacing them by the new run."""
     steps = 3
     old = None
-    if case != "second save":
+    if case != "a save that drops the oldest":
         old = kill_dir / "old"
-        assert zygote.run(_run(clip, steps=2, width=6), old) == 0
+        assert zygote.run(_run(kill_clip, steps=2, width=6), old) == 0
         _flatten(old)
     reference = kill_dir / "reference"
-    assert zygote.run(_run(clip, steps=steps), reference) == 0
-    calls = _save_calls(zygote, clip, kill_dir, old, steps)
+    assert zygote.run(_run(kill_clip, steps=steps), reference) == 0
+    calls = _save_calls(zygote, kill_clip, kill_dir, old, steps)
     staging = [i for i, (name, arg) in enumerate(calls, 1) if name == "mkdir" and ".staging-" in arg]
-    first, last = (staging[1], staging[2]) if old is None else (1, staging[2] if len(staging) > 2 else len(calls))
+    # the third save (steps 1 and 2 are saved: it also removes the first), or everything from opening
+    # an older-layout run through adopting it to the first save of the new run
+    first, last = (staging[2], staging[3]) if old is None else (1, staging[2])
     for crash_at in range(first, last):
         out = kill_dir / f"crash{crash_at}"
         if old is not None:
             shutil.copytree(old, out, symlinks=True)
         kwargs = {"save_every": 1, "overwrite": old is not None}
         log = str(kill_dir / "unused.json")
-        status = zygote.run(_run(clip, steps=steps), out, kwargs=kwargs, log=log, crash_at=crash_at)
+        status = zygote.run(_run(kill_clip, steps=steps), out, kwargs=kwargs, log=log, crash_at=crash_at)
         assert status == -signal.SIGKILL, (crash_at, calls[crash_at - 1])
         left = _check_left_state(out, reference, old)
         assert left in (("old", "new") if old is not None else ("new",)), (crash_at, calls[crash_at - 1])
-        _finish(zygote, _run(clip, steps=steps), out, left, reference)
+        _finish(zygote, _run(kill_clip, steps=steps), out, left, reference)
 
 
-def test_a_second_writer_is_refused_at_once(zygote, clip, tmp_path, capsys):
+def test_a_second_writer_is_refused_at_once(zygote, kill_clip, tmp_path, capsys):
     out = tmp_path / "run"
-    pid = zygote.start(_run(clip, steps=10_000_000), out)
+    pid = zygote.start(_run(kill_clip, steps=10_000_000), out)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -540,14 +550,14 @@ def test_a_second_writer_is_refused_at_once(zygote, clip, tmp_path, capsys):
             time.sleep(0.02)
         t0 = time.perf_counter()
         with pytest.raises(CheckpointError, match=rf"being written by another `resfields fit` \(pid {pid}\)"):
-            fit(_run(clip, steps=2), out, overwrite=True, **QUIET)
-        assert main(_cli(clip, out, "--steps", "2", "--resume")) == 2
+            fit(_run(kill_clip, steps=2), out, overwrite=True, **QUIET)
+        assert main(_cli(kill_clip, out, "--steps", "2", "--resume")) == 2
         assert "being written by another" in _one_error_line(capsys.readouterr().err)
         assert time.perf_counter() - t0 < 5.0
     finally:
         os.kill(pid, signal.SIGKILL)
         assert zygote.wait() == -signal.SIGKILL
-    fit(_run(clip, steps=2), out, **QUIET)  # the lock died with its process: nothing stale is left
+    fit(_run(kill_clip, steps=2), out, **QUIET)  # the lock died with its process: nothing stale is left
 
 
 def test_damaged_saves_are_refused_naming_the_files(clip, tmp_path):
@@ -593,6 +603,7 @@ def test_older_layout_is_adopted_and_resumes_exactly(clip, tmp_path, reference):
 def test_killed_saves_litter_is_removed_by_the_next_save(clip, tmp_path):
     out = tmp_path / "run"
     fit(_run(clip, steps=4), out, stop_at=2, **QUIET)
+    (out / ".run").mkdir(exist_ok=True)
     (out / ".run" / ".staging-dead").mkdir()
     (out / ".run" / ".staging-dead" / "model.safetensors").write_bytes(b"half")
     (out / ".config.json.abc123.tmp").write_text("half")
@@ -700,7 +711,7 @@ def test_eval_set_with_a_bad_value_is_one_line(clip, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_cli(clip, out, "--steps", "2")) == 0
     capsys.readouterr()
-    assert main(["eval", str(out), "--data", clip, "--set", "n_frames=abc"]) == 2
+    assert main(["eval", str(out), "--set", "n_frames=abc"]) == 2
     assert "--set n_frames" in _one_error_line(capsys.readouterr().err)
     with pytest.raises(SpecError, match="expected an integer"):
         evaluate_run(out, data_overrides={"source": clip, "n_frames": "abc"})

@@ -27,7 +27,10 @@ Nothing a server answers, and nothing a ``refs/`` file of the cache holds, is us
 checked: repo ids follow the Hub's naming rules and revisions git's ref-name rules (checked before any
 request), the commit id a branch or tag resolves to must be 40 hex digits before huggingface_hub sees it,
 the snapshot folder it returns must be ``<cache>/models--NS--NAME/snapshots/<that commit>``, and eviction
-only removes files whose real path lies in that repo's cache folder.
+only removes files whose real path lies in that repo's cache folder. What huggingface_hub itself names cache
+files after (a file's ``ETag`` / ``X-Linked-Etag``, its ``X-Repo-Commit``, the ``lfs.oid`` of the tree
+listing) is checked in each answer before huggingface_hub sees it: a content hash, the commit asked for
+(see :func:`_check_answer`, and the comment above it on how that check is scoped to our requests).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import _http as _hf_http  # read only: which client factory is installed
 
 from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, checkpoint_path, load_checkpoint
 from resfields.errors import CheckpointError, short_repr
@@ -200,11 +204,14 @@ def download(
     Raises:
         CheckpointError: an invalid repo id or revision (before any request), repository or revision
             not found, not cached while offline, the Hub unreachable or answering an HTTP error, a
-            commit id (from the Hub or a cached ``refs/`` file) that is not 40 hex digits, a snapshot
-            folder outside the cache, a required file missing, a sha256 mismatch, or a
-            corrupt/truncated checkpoint. After a failed verification the snapshot of that revision
-            (folder, the blobs only it uses, its refs and tree listing) is removed from the cache, so
-            no broken model folder stays behind and the next call downloads again.
+            commit id (from the Hub or a cached ``refs/`` file) that is not 40 hex digits, an answer
+            naming a file by an ETag that is no content hash, another commit than the one asked for, or
+            a tree listing that is malformed or names an LFS file by no sha256 (refused before
+            huggingface_hub writes anything named after it), a snapshot folder outside the cache, a
+            required file missing, a sha256 mismatch, or a corrupt/truncated checkpoint. After a failed
+            verification the snapshot of that revision (folder, the blobs only it uses, its refs and
+            tree listing) is removed from the cache, so no broken model folder stays behind and the
+            next call downloads again.
     """
     check_repo_id(repo_id)
     revision = check_revision(revision)
@@ -222,16 +229,21 @@ def download(
         reason = _describe(unreachable, endpoint, local_files_only) if unreachable else _NOT_CACHED
         raise CheckpointError(f"cannot download {where}: {reason}") from unreachable
     try:
-        returned = snapshot_download(
-            repo_id,
-            # resolved here, so huggingface_hub never builds a path from a commit id that was not checked
-            revision=ResolvedRevision(commit, initial=revision, repo_id=repo_id),
-            cache_dir=storage.parent,
-            local_files_only=offline or unreachable is not None,
-            allow_patterns=list(CHECKPOINT_PATTERNS),
-            endpoint=endpoint,
-            token=token,
-        )
+        # every answer that huggingface_hub would build a path from is checked first (see _check_answer)
+        with _checked_answers(endpoint, repo_id, commit) as tag:
+            returned = snapshot_download(
+                repo_id,
+                # resolved here, so huggingface_hub never builds a path from a commit id that was not checked
+                revision=ResolvedRevision(commit, initial=revision, repo_id=repo_id),
+                cache_dir=storage.parent,
+                local_files_only=offline or unreachable is not None,
+                allow_patterns=list(CHECKPOINT_PATTERNS),
+                endpoint=endpoint,
+                token=token,
+                headers=tag,
+            )
+    except CheckpointError as e:  # an answer _check_answer refused: nothing was built from it
+        raise CheckpointError(f"refusing {where}: {e}") from e
     # huggingface_hub's own errors are OSErrors (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled);
     # transport failures it does not translate (a dropped connection mid-answer) are httpx2 errors;
     # HFValidationError is a ValueError, for anything its validators refuse that ours let through
@@ -252,6 +264,224 @@ def download(
 
 
 _NOT_CACHED = "not in the local cache and downloads are disabled (local_files_only=True or HF_HUB_OFFLINE=1)"
+
+
+# ----------------------------------------------------------------------------- the Hub's answers
+#
+# huggingface_hub 2.4 names cache files after what the server answers, unchecked: a file's blob is
+# ``blobs/<ETag>`` (and ``.locks/<repo>/<ETag>.lock``), a missing file is recorded as
+# ``.no_exist/<X-Repo-Commit>/<path>``, and with hf_xet installed (the default on x86_64 and arm64) a
+# blob may be named by the ``lfs.oid`` of the tree listing instead of a HEAD answer. A server answering
+# ``ETag: "../../../x"`` would make it create files anywhere the user can write. So every response to a
+# request of download() passes :func:`_check_answer` first, a response event hook on huggingface_hub's
+# HTTP client, which raises before huggingface_hub sees the answer.
+#
+# Scope. snapshot_download takes no HTTP client of its own, and huggingface_hub shares one client per
+# process (``get_session()``), recreated from the installed factory after ``close_session()`` (which it
+# calls itself after a connection error, mid-download). So the hook is installed in that factory, with
+# huggingface_hub's public ``set_client_factory``, wrapping whatever factory is in place (a user's proxy
+# or certificate setup keeps working; reading which one that is is the only private name used), and on
+# the current client. It checks nothing unless the request carries the ``X-Resfields-Download`` header
+# of a download() in flight: other users of huggingface_hub in the process are not affected, except
+# that installing the factory closes the shared client once (as any ``set_client_factory`` call does).
+# Neither matching the endpoint nor the URL would do: huggingface_hub follows a server's redirects on
+# the same host (to any path) and the pages a tree listing links to, and a checked request's headers
+# travel along; nor a context variable: snapshot_download's worker threads do not inherit one.
+
+#: What a cache file may be named after (``X-Linked-Etag``, else ``ETag``, as huggingface_hub strips
+#: ``W/`` and quotes): a git blob id, 40 hex digits (the Hub's and olah's name of a small file), a sha256,
+#: 64 (an LFS file), or ``<32 hex>-<n>``, what olah's proxy names a small file it serves offline.
+_ETAG = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}|[0-9a-fA-F]{32}-[0-9]{1,6}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_CALL_HEADER = "X-Resfields-Download"
+_X_REPO_COMMIT = constants.HUGGINGFACE_HEADER_X_REPO_COMMIT
+_X_LINKED_ETAG = constants.HUGGINGFACE_HEADER_X_LINKED_ETAG
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_UrlKey = tuple[str, str, int, str]
+
+
+class _RefusedAnswer(CheckpointError):
+    """An answer of the Hub that :func:`_check_answer` refused before huggingface_hub used it."""
+
+
+@dataclass
+class _Call:
+    """One download() in flight: the commit it asked for, and the URLs whose answers huggingface_hub
+    reads as the tree listing (the listing itself, where it redirects to, the pages it links to)."""
+
+    commit: str
+    tree_urls: set[_UrlKey] = field(default_factory=set)
+
+
+_CALLS: dict[str, _Call] = {}  # by the value of its X-Resfields-Download header
+_CALLS_LOCK = threading.Lock()
+_INSTALL_LOCK = threading.Lock()
+
+
+def _url_key(url: httpx2.URL) -> _UrlKey:
+    return (url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 0), url.path)
+
+
+def _shown_url(url: httpx2.URL) -> str:
+    """``url`` without its query (a signed CDN URL carries credentials there) or user info."""
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}{url.path}"
+
+
+@contextmanager
+def _checked_answers(endpoint: str | None, repo_id: str, commit: str) -> Iterator[dict[str, str]]:
+    """The headers that make :func:`_check_answer` check the answers to a snapshot_download of ``commit``
+    (valid inside the ``with`` block); CheckpointError if huggingface_hub's client takes no hook."""
+    _install_answer_check()
+    call = _Call(commit)
+    hub = endpoint if endpoint is not None else constants.ENDPOINT  # as HfApi picks it
+    try:  # the tree listing URL, as huggingface_hub builds it
+        call.tree_urls.add(_url_key(httpx2.URL(f"{hub}/api/models/{repo_id}/tree/{commit}")))
+    except (httpx2.InvalidURL, TypeError, ValueError):
+        pass  # no request can be sent there either
+    token = uuid.uuid4().hex
+    with _CALLS_LOCK:
+        _CALLS[token] = call
+    try:
+        yield {_CALL_HEADER: token}
+    finally:
+        with _CALLS_LOCK:
+            del _CALLS[token]
+
+
+def _install_answer_check() -> None:
+    """Make huggingface_hub's HTTP client, and every one its factory makes from now on, run
+    :func:`_check_answer` (idempotent; a factory a user installs later is wrapped at the next download)."""
+    with _INSTALL_LOCK:
+        factory = getattr(_hf_http, "_GLOBAL_CLIENT_FACTORY", None)
+        if callable(factory) and not getattr(factory, "_resfields_checks_answers", False):
+            set_client_factory(_checking_factory(factory))
+        session = _with_answer_check(get_session())
+    hooks = getattr(session, "event_hooks", None)
+    if not isinstance(hooks, dict) or _check_answer not in hooks.get("response", ()):
+        raise CheckpointError(
+            f"huggingface_hub's HTTP client ({type(session).__name__}) takes no response hook, so the Hub's "
+            "answers cannot be checked before they name files in the cache"
+        )
+
+
+def _checking_factory(base: object) -> object:
+    def factory() -> object:
+        return _with_answer_check(base())  # type: ignore[operator]
+
+    factory._resfields_checks_answers = True  # type: ignore[attr-defined]
+    factory.__wrapped__ = base  # type: ignore[attr-defined]
+    return factory
+
+
+def _with_answer_check(client: object) -> object:
+    """``client`` with :func:`_check_answer` among its response hooks (once)."""
+    hooks = getattr(client, "event_hooks", None)
+    if isinstance(hooks, dict) and _check_answer not in hooks.get("response", ()):
+        client.event_hooks = {**hooks, "response": [*hooks.get("response", ()), _check_answer]}  # type: ignore[attr-defined]
+    return client
+
+
+def _check_answer(response: httpx2.Response) -> None:
+    """Response hook: for a request of a download() in flight, _RefusedAnswer (a CheckpointError) when the
+    answer carries something huggingface_hub would build a cache path from that is no plausible value.
+    Any other request passes untouched."""
+    request = response.request
+    token = request.headers.get(_CALL_HEADER)
+    if token is None:
+        return
+    with _CALLS_LOCK:
+        call = _CALLS.get(token)
+    # only a download() sends the header: a request of one that has ended (a straggling thread) is refused
+    problem = "no answer awaited: its download has ended" if call is None else _answer_problem(response, call)
+    if problem is not None:
+        raise _RefusedAnswer(f"the answer to {request.method} {_shown_url(request.url)} carries {problem}")
+
+
+def _answer_problem(response: httpx2.Response, call: _Call) -> str | None:
+    """What is wrong with ``response`` to a request of ``call``, or ``None``."""
+    request, headers = response.request, response.headers
+    commit = headers.get(_X_REPO_COMMIT)
+    if commit is not None and commit != call.commit:
+        # huggingface_hub files the answer under snapshots/<it> (or .no_exist/<it> for a missing file)
+        if not _COMMIT.fullmatch(commit):
+            return f"{_X_REPO_COMMIT} {short_repr(commit)}, not a commit id (40 hex digits)"
+        return f"{_X_REPO_COMMIT} {commit}, but commit {call.commit} was asked for"
+    try:
+        redirect = request.url.join(headers["Location"]) if response.has_redirect_location else None
+    except httpx2.InvalidURL:
+        return f"a redirect to {short_repr(headers['Location'])}, which is no URL"
+    # file metadata: huggingface_hub follows a redirect on the same host and reads the answer that is not one;
+    # the HEAD answer of a small file carries its ETag, a redirect of an LFS file to a CDN its X-Linked-Etag
+    if request.method == "HEAD" and response.status_code < 400:
+        if redirect is None or _url_key(redirect)[:3] != _url_key(request.url)[:3]:
+            name = _X_LINKED_ETAG if headers.get(_X_LINKED_ETAG) else "ETag"
+            raw = headers.get(_X_LINKED_ETAG) or headers.get("ETag")
+            if raw is not None and not _ETAG.fullmatch(raw.lstrip("W/").strip('"')):
+                return (
+                    f"{name} {short_repr(raw)}, which names no file content (40 or 64 hex digits) "
+                    "and would become a file name in the cache"
+                )
+    if request.method == "GET" and _url_key(request.url) in call.tree_urls:
+        with _CALLS_LOCK:
+            if redirect is not None:
+                call.tree_urls.add(_url_key(redirect))
+                return None
+            if response.status_code >= 400:
+                return None  # huggingface_hub raises its own error for it
+            next_page = response.links.get("next", {}).get("url")
+            try:
+                if next_page:
+                    call.tree_urls.add(_url_key(request.url.join(next_page)))
+            except httpx2.InvalidURL:
+                return f"a tree listing linking to {short_repr(next_page)}, which is no URL"
+        response.read()
+        return _tree_problem(response.content)
+    return None
+
+
+def _tree_problem(body: bytes) -> str | None:
+    """What is wrong with a page of a tree listing (``GET /api/models/{repo}/tree/{commit}``) that
+    huggingface_hub would trip over or build a path from, or ``None``."""
+    try:
+        page = json.loads(body)
+    except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
+        return "a tree listing that is not JSON"
+    if not isinstance(page, list):
+        return f"a tree listing that is no JSON list but {type(page).__name__}"
+    for entry in page:
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            return f"a tree listing entry {short_repr(entry)} without a path"
+        problem = _tree_entry_problem(entry)
+        if problem is not None:
+            return f"a tree listing whose entry {short_repr(entry['path'])} {problem}"
+    return None
+
+
+def _tree_entry_problem(entry: dict) -> str | None:
+    if not isinstance(entry.get("oid"), str):
+        return "has no oid"
+    if entry.get("type") != "file":
+        return None  # read as a folder: a path and an oid
+    size = entry.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return f"has size {short_repr(size)}"
+    lfs = entry.get("lfs")
+    if lfs is not None:
+        if not isinstance(lfs, dict):
+            return f"has lfs {short_repr(lfs)}, not an object"
+        oid = lfs.get("oid")
+        if not isinstance(oid, str) or not _SHA256.fullmatch(oid):
+            # with hf_xet, huggingface_hub names the blob of an LFS file after this
+            return f"has lfs.oid {short_repr(oid)}, not a sha256 (64 hex digits)"
+        for key in ("size", "pointerSize"):
+            if not isinstance(lfs.get(key), int) or isinstance(lfs.get(key), bool):
+                return f"has lfs.{key} {short_repr(lfs.get(key))}, not an integer"
+    xet = entry.get("xetHash")
+    if xet is not None and not isinstance(xet, str):
+        return f"has xetHash {short_repr(xet)}, not a string"
+    return None
 
 
 def _storage_folder(cache_dir: str | Path | None, repo_id: str, where: str) -> Path:

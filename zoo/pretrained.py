@@ -74,7 +74,9 @@ def resolve(
 
     problem = repo_id_problem(name)
     if problem is not None:
-        raise CheckpointError(f"{short_repr(name)} is neither a folder, nor a zoo id, nor a valid Hub repo id: {problem}")
+        raise CheckpointError(
+            f"{short_repr(name)} is neither a folder, nor a zoo id, nor a valid Hub repo id: {problem}"
+        )
     return download(
         entry.id if entry is not None else name,
         revision=revision,
@@ -197,21 +199,30 @@ def _load_checked(folder: Path) -> tuple[Any, Checkpoint]:
     except SpecError as err:  # a bad run config inside a checkpoint is a bad checkpoint
         raise CheckpointError(f"{folder}: invalid run config in {CONFIG_NAME} ({err})") from err
     task = get_task(run.task)(run.data, run.model)
-    expected = _expected_spec(task, ckpt)
+    expected = _expected_spec(task, ckpt, folder)
     if expected is not None and expected != ckpt.spec:
         raise CheckpointError(f"{folder}: the stored model does not match the one its run config describes")
     return run, ckpt
 
 
-def _expected_spec(task: Any, ckpt: Checkpoint) -> Any:
-    """The spec the recipe builds, from the run config and the stored frame count (not the data)."""
+def _expected_spec(task: Any, ckpt: Checkpoint, folder: Path) -> Any:
+    """The spec the recipe builds, from the run config and the stored frame count (not the data);
+    CheckpointError naming the field for a malformed ``metadata.scene``."""
     scene = ckpt.metadata.get("scene")
     if task.name == "nerf":
         if not isinstance(scene, dict) or "n_frames" not in scene:
             return None
+        from resfields.tasks.nerf.fitted import scene_from_metadata
         from resfields.tasks.nerf.model import nerf_spec
 
-        return nerf_spec(task.model, int(scene["n_frames"]))
+        n_frames = scene_from_metadata(scene, f"{folder}: {CONFIG_NAME}").n_frames
+        try:
+            return nerf_spec(task.model, n_frames)
+        except SpecError as err:  # e.g. a frame count beyond the capacity limit
+            raise CheckpointError(
+                f"{folder}: {CONFIG_NAME} metadata.scene.n_frames is {short_repr(n_frames)}, for which the run "
+                f"config builds no valid model ({err})"
+            ) from err
     from resfields.tasks.common.config import siren_spec
 
     spec = ckpt.spec

@@ -6,7 +6,7 @@ over the trailing ``per_row`` samples: ``(B, 1)`` ids with ``(B, S, F)`` input a
 samples, ``(N,)`` ids with ``(N, F)`` input are ``N`` rows of one. A plan holds, per row, the index of
 its coefficient (the lower knot when interpolating) and the weight of the upper knot. Everything a
 layer strategy needs beyond that (the frames present, a sort order, group sizes) is derived lazily
-and cached, so a plan shared by every layer of a model sorts at most once per forward.
+and cached, so a plan shared by every layer of a model groups its rows once per forward.
 
 Building a plan reads no tensor value back to the host unless ``validate=True`` (the default), which
 checks frame ids against the capacity and times for NaN. Under ``torch.compile`` the value checks are
@@ -48,7 +48,6 @@ class FramePlan:
         capacity, mode: of the ResField layers that may use the plan.
         index: ``(rows,)`` long, each row's coefficient (the lower knot when interpolating).
         blend: ``(rows,)`` float, the weight of the upper knot ``index + 1`` (interpolation), or None.
-        contiguous: True when rows of one coefficient are known to be consecutive (a sorted plan).
     """
 
     def __init__(
@@ -60,11 +59,10 @@ class FramePlan:
         mode: str,
         index: torch.Tensor,
         blend: torch.Tensor | None,
-        contiguous: bool = False,
     ) -> None:
         self.lead, self.rows, self.per_row = lead, rows, per_row
         self.capacity, self.mode = capacity, mode
-        self.index, self.blend, self.contiguous = index, blend, contiguous
+        self.index, self.blend = index, blend
         self._order: torch.Tensor | None = None
         self._groups: Groups | None = None
 
@@ -84,10 +82,8 @@ class FramePlan:
         if tuple(lead) not in views:
             raise SpecError(f"this plan was made for a batch of shape {self.lead}, the layer got {tuple(lead)}")
 
-    # ------------------------------------------------------------------ sorting
-
     def order(self) -> torch.Tensor:
-        """``(rows,)`` the rows sorted by coefficient (stable); computed once."""
+        """``(rows,)`` the rows sorted by coefficient (stable); computed once per plan."""
         if self._order is None:
             self._order = torch.argsort(self.index, stable=True)
         return self._order
@@ -104,32 +100,12 @@ class FramePlan:
             if torch.compiler.is_compiling():
                 frames = torch.arange(self.capacity, device=self.index.device)
                 counts = torch.bincount(self.index, minlength=self.capacity)
-                order = empty if self.contiguous else self.order()
-                self._groups = Groups(frames, self.index, order, counts)
+                self._groups = Groups(frames, self.index, self.order(), counts)
             else:
                 frames, local, counts = torch.unique(self.index, sorted=True, return_inverse=True, return_counts=True)
-                in_place = self.contiguous or self.rows == 1 or bool((self.index[1:] >= self.index[:-1]).all())
+                in_place = self.rows == 1 or bool((self.index[1:] >= self.index[:-1]).all())
                 self._groups = Groups(frames, local, empty if in_place else self.order(), counts)
         return self._groups
-
-    def sort(self, x: torch.Tensor) -> torch.Tensor:
-        """``(*lead, D)`` -> ``(*lead, D)`` with rows sorted by coefficient, for running a whole model in
-        the order of :meth:`sorted` (pointwise activations commute with the permutation)."""
-        flat = x.reshape(self.rows, self.per_row, x.shape[-1])
-        return flat.index_select(0, self.order()).reshape(x.shape)
-
-    def unsort(self, y: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`sort`: ``(*lead, D)`` in sorted row order -> the caller's order."""
-        flat = y.reshape(self.rows, self.per_row, y.shape[-1])
-        return torch.empty_like(flat).index_copy(0, self.order(), flat).reshape(y.shape)
-
-    def sorted(self) -> FramePlan:
-        """The plan of the batch :meth:`sort` returns (rows of one coefficient consecutive)."""
-        order = self.order()
-        blend = None if self.blend is None else self.blend.index_select(0, order)
-        return FramePlan(
-            self.lead, self.rows, self.per_row, self.capacity, self.mode, self.index.index_select(0, order), blend, True
-        )
 
 
 def plan_frames(

@@ -168,7 +168,9 @@ def run_differences(stored: RunConfig, requested: RunConfig) -> list[tuple[str, 
     return diffs
 
 
-def _check_save_options(save_every: int | None, save_interval_s: float | None) -> None:
+def _check_session_options(stop_at: int | None, save_every: int | None, save_interval_s: float | None) -> None:
+    if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, int) or stop_at < 0):
+        raise SpecError(f"stop_at must be a non-negative step or None, got {stop_at!r}")
     if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 0):
         raise SpecError(f"save_every must be a non-negative number of steps or None, got {save_every!r}")
     if save_interval_s is not None and (
@@ -183,6 +185,8 @@ def _check_save_options(save_every: int | None, save_interval_s: float | None) -
 def _resume_state(out: Path, saved: SavedRun, run: RunConfig, stop_at: int | None) -> tuple[int, list[dict[str, int]]]:
     """The step to start from and the schedule segments of a resumed run; SpecError for what a resume
     cannot do (other options, fewer steps than done, a stop before the current step)."""
+    if "run" not in saved.checkpoint.metadata:
+        raise CheckpointError(f"{saved.folder}: config.json has no run in its metadata (not from `resfields fit`)")
     stored = run_from_dict(saved.checkpoint.metadata["run"])
     diffs = run_differences(stored, run)
     if diffs:
@@ -238,9 +242,10 @@ def fit(
     """
     if resume and overwrite:
         raise SpecError("resume and overwrite exclude each other: one continues the run in the folder, one replaces it")
-    _check_save_options(save_every, save_interval_s)
+    _check_session_options(stop_at, save_every, save_interval_s)
     out = Path(out_dir)
     task_cls = get_task(run.task)
+    impl = get_backend(backend)  # an unknown backend fails before the folder is touched
     with RunFolder.open(out, resume=resume, overwrite=overwrite) as folder:
         saved = folder.read() if resume else None
         history: dict[str, list[float]] = {"step": [], "loss": []}
@@ -254,7 +259,6 @@ def fit(
         task = task_cls(run.data, run.model)
         task.prepare()
         spec = task.field_spec()
-        impl = get_backend(backend)
         if saved is not None:
             if saved.checkpoint.spec != spec:
                 raise CheckpointError(f"{out}: the stored field does not match the one its run config describes")

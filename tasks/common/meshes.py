@@ -313,8 +313,14 @@ def _write_obj(path: Path, v: np.ndarray, f: np.ndarray) -> None:
 
 
 def write_mesh(path: str | Path, v: np.ndarray, f: np.ndarray) -> None:
-    """Write vertices (V, 3) and faces (F, 3) to ``.ply`` (binary, float64) or ``.obj`` (text, exact float64)."""
+    """Write vertices (V, 3) and faces (F, 3) to ``.ply`` (binary, float64) or ``.obj`` (text, exact float64).
+
+    Atomic: the mesh is written to a temporary file in the same folder (with the same suffix, which
+    point-cloud-utils picks the format from) and renamed over ``path``; a failed write leaves ``path``
+    as it was and no temporary file behind."""
     import point_cloud_utils as pcu
+
+    from resfields.tasks.common.media import replacing
 
     path = Path(path)
     suffix = _suffix(path, MESH_SUFFIXES, "mesh")
@@ -322,10 +328,11 @@ def write_mesh(path: str | Path, v: np.ndarray, f: np.ndarray) -> None:
     if not path.parent.is_dir():
         raise DataError(f"{path}: parent folder does not exist")
     try:
-        if suffix == ".obj":
-            _write_obj(path, vertices, faces)
-        else:
-            pcu.save_mesh_vf(str(path), vertices, faces.astype(np.int32), dtype=np.float64)
+        with replacing(path) as tmp:
+            if suffix == ".obj":
+                _write_obj(tmp, vertices, faces)
+            else:
+                pcu.save_mesh_vf(str(tmp), vertices, faces.astype(np.int32), dtype=np.float64)
     except Exception as exc:
         raise DataError(f"{path}: cannot write mesh ({type(exc).__name__}: {exc})") from exc
 

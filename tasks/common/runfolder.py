@@ -368,10 +368,12 @@ class RunFolder:
         self.publish(files)
 
     def _link_top_level(self) -> None:
+        changed = False
         for name in RUN_FILES:
             path = self.path / name
             if path.is_symlink() and os.readlink(path) == _link(name):
                 continue
+            changed = True
             tmp = self.path / f".{name}.{os.getpid()}.link.tmp"
             try:
                 if tmp.is_symlink() or tmp.exists():
@@ -385,6 +387,8 @@ class RunFolder:
                         "to save atomically; choose an --out on another file system"
                     ) from e
                 raise CheckpointError(f"cannot write the run folder {self.path}: {_reason(e)}") from e
+        if changed:
+            _fsync_dir(self.path)
 
     # ------------------------------------------------------------------ reading
 
@@ -426,6 +430,7 @@ class RunFolder:
             final = self._saves / f"{(numbers[-1] + 1 if numbers else 1):0{_SEQ_DIGITS}d}"
             os.rename(staging, final)
             staging = None
+            _fsync_dir(self._saves)  # the save's name is durable before anything points at it
             link = self._saves / f".current-{final.name}.tmp"
             os.symlink(final.name, link)
             os.replace(link, self._saves / CURRENT)
