@@ -38,6 +38,7 @@ from safetensors import safe_open
 from safetensors.numpy import save as _safetensors_save
 
 from resfields.errors import CheckpointError, SpecError
+from resfields.jsonio import loads_strict
 from resfields.spec import (
     SCHEMA_VERSION,
     AnySpec,
@@ -71,9 +72,6 @@ BACKENDS = ("numpy", "torch", "tinygrad")
 _TOP_LEVEL_KEYS = ("schema_version", "library", "field", "metadata")
 # safetensors dtype tags that are accepted on load (all are upcast/downcast to float32).
 _FLOAT_TAGS = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
-#: Nesting allowed in config.json: the zoo's configs are 7 deep; far deeper JSON is an attack on the
-#: parser and on every recursive consumer of the metadata after it (RecursionError), not a config.
-MAX_JSON_DEPTH = 64
 _COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 
 PathLike = str | os.PathLike[str]
@@ -360,35 +358,16 @@ def checkpoint_path(folder: PathLike, name: str) -> Path:
     )
 
 
-def _too_deep(data: Any, limit: int) -> bool:
-    """True if ``data`` nests lists/objects more than ``limit`` levels (iterative: no recursion to exhaust)."""
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = value.values() if isinstance(value, dict) else value
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
-
-
-def _reject_constant(token: str) -> Any:
-    raise ValueError(f"{token} is not valid JSON")
-
-
 def _read_config(path: Path) -> tuple[AnySpec, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing {CONFIG_NAME}")
-    too_deep = f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels"
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:  # json's decoder recurses once per level
-        raise CheckpointError(too_deep) from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+    except UnicodeDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON: {e}") from e
-    if isinstance(data, dict | list) and _too_deep(data, MAX_JSON_DEPTH):
-        raise CheckpointError(too_deep)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e}") from e
+    data = loads_strict(text, str(path), CheckpointError)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: top level must be a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(_TOP_LEVEL_KEYS))
@@ -456,7 +435,7 @@ def load_checkpoint(folder: PathLike) -> Checkpoint:
     Raises:
         CheckpointError: for every problem, naming it and the file: missing folder or file, a file
             that is a symlink out of the folder (see :func:`checkpoint_path`), invalid JSON, JSON
-            nested deeper than :data:`MAX_JSON_DEPTH`, wrong ``schema_version``, unknown top-level key,
+            nested deeper than :data:`resfields.jsonio.MAX_JSON_DEPTH`, wrong ``schema_version``, unknown top-level key,
             invalid field spec (the SpecError is chained as ``__cause__``), corrupt/truncated
             safetensors, missing or unexpected tensors, wrong shapes, non-float dtypes, NaN/Inf values,
             float64 values beyond float32's range.

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from resfields.errors import SpecError, short_repr
+from resfields.jsonio import loads_strict
 
 __all__ = [
     "COMPRESSIONS",
@@ -690,10 +691,7 @@ def spec_to_json(spec: AnySpec) -> str:
 
 def spec_from_json(text: str) -> AnySpec:
     """Parse :func:`spec_to_json` output; wrong schema versions and unknown keys raise SpecError."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SpecError(f"spec is not valid JSON: {e}") from None
+    data = loads_strict(text, "spec", SpecError)
     if not isinstance(data, dict):
         raise SpecError("spec JSON must be an object")
     check_schema_version(data.get("schema_version"))

@@ -133,6 +133,7 @@ def test_fit_refuses_a_folder_holding_the_users_files(clip, tmp_path):
     assert (tmp_path / "config.json").read_text() == '{"mine": true}\n'
     assert main(_cli(clip, tmp_path, "--steps", "2")) == 2
     assert (tmp_path / "config.json").read_text() == '{"mine": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # refused before anything was added
 
 
 def test_fit_refuses_an_existing_run_without_resume_or_overwrite(clip, tmp_path, capsys):

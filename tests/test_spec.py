@@ -159,3 +159,12 @@ def test_geometric_init_keeps_non_coordinate_inputs_at_zero_weight():
     assert spec_from_json(spec_to_json(spec)) == spec
     with pytest.raises(SpecError, match="coordinate_features"):
         MLPSpec(4, 1, init="geometric", coordinate_features=5)
+
+
+def test_spec_json_nested_too_deep_is_one_spec_error():
+    from resfields.errors import SpecError
+    from resfields.spec import spec_from_json
+
+    for text in ("[" * 100_000 + "]" * 100_000, '{"a":' * 200 + "1" + "}" * 200, '{"x": NaN}'):
+        with pytest.raises(SpecError):
+            spec_from_json(text)

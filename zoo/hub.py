@@ -286,7 +286,12 @@ _NOT_CACHED = "not in the local cache and downloads are disabled (local_files_on
 # that installing the factory closes the shared client once (as any ``set_client_factory`` call does).
 # Neither matching the endpoint nor the URL would do: huggingface_hub follows a server's redirects on
 # the same host (to any path) and the pages a tree listing links to, and a checked request's headers
-# travel along; nor a context variable: snapshot_download's worker threads do not inherit one.
+# travel along; nor a context variable: snapshot_download's worker threads do not inherit one. (The
+# header, a random token, goes to the Hub and any host it redirects to; it names nothing.) ETags are
+# checked on HEAD answers only, the ones huggingface_hub reads file metadata from: a CDN's GET answer
+# carries an ETag of its own (an MD5, say) that huggingface_hub ignores, as it ignores the ETag of the
+# API's JSON answers. Not covered: the async client (snapshot_download does not use it), and a tree
+# listing already cached in ``trees/<commit>.json`` by an earlier, unchecked download.
 
 #: What a cache file may be named after (``X-Linked-Etag``, else ``ETag``, as huggingface_hub strips
 #: ``W/`` and quotes): a git blob id, 40 hex digits (the Hub's and olah's name of a small file), a sha256,

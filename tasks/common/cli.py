@@ -205,7 +205,7 @@ def add_fit_parser(sub: Any) -> None:
         parser.add_argument("--backend", choices=("torch", "tinygrad"), default="torch")
         parser.add_argument("--device", default=None, help="cpu (default) or cuda")
         parser.add_argument(
-            "--out", default=None, help=f"run folder (default: runs/{name}); must be empty or new, unless --resume"
+            "--out", default=None, help=f"run folder (default: runs/{name}); new or empty unless --resume/--overwrite"
         )
         parser.add_argument(
             "--resume",

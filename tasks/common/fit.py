@@ -14,8 +14,8 @@ A run folder is a checkpoint in the core's Hub layout plus what training leaves 
 What a run folder guarantees (:mod:`resfields.tasks.common.runfolder` has the mechanism):
 
 * It is saved as a unit. The four run files are published together by one atomic rename, so every
-  state a kill (SIGKILL, power cut after the fsyncs) can leave is the previous save or the new one,
-  complete; ``--resume`` never sees new weights with an old training state, and ``load_checkpoint(OUT)``
+  state a kill (SIGKILL; a power cut also relies on the fsyncs) can leave is the previous save or the
+  new one, complete; ``--resume`` never sees new weights with an old training state, and ``load_checkpoint(OUT)``
   always finds a config and the weights it describes. A save that cannot be written (full disk,
   unwritable folder) raises one CheckpointError and leaves the previous save in place.
 * Work is saved before anything that can fail after training: the trained state is saved before

@@ -256,6 +256,43 @@ def _holds_plain_run(out: Path) -> bool:
         return False
 
 
+def _foreign_entries(out: Path) -> list[str]:
+    """What in the folder is not this module's: the user's files (or a foreign checkpoint)."""
+    names = []
+    for entry in os.scandir(out):
+        if entry.name in (LOCK, SAVES) or _is_litter(entry.name):
+            continue
+        if entry.name in RUN_FILES and entry.is_symlink() and os.readlink(entry.path) == _link(entry.name):
+            continue
+        names.append(entry.name)
+    return sorted(names)
+
+
+def _check_target(out: Path, *, resume: bool, overwrite: bool) -> tuple[bool, bool]:
+    """Whether ``out`` holds a save and whether it holds a run in the plain (older) layout; refuses
+    (CheckpointError) what ``fit`` may not do there without ``resume`` or ``overwrite``."""
+    current = checkpoint_folder(out)
+    has_save = current != out
+    plain = not has_save and _holds_plain_run(out)
+    if has_save or plain:
+        if not resume and not overwrite:
+            raise CheckpointError(
+                f"{out} already holds a run{_describe_run(current)}: pass --resume to continue it "
+                "or --overwrite to replace it"
+            )
+    elif resume:
+        raise CheckpointError(f"{out}: no run to resume (nothing has been saved there yet)")
+    elif not overwrite:
+        others = _foreign_entries(out)
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise CheckpointError(
+                f"{out} is not empty and holds no run of `resfields fit` (it has {shown}): "
+                "pass --overwrite to write the run into it anyway, or choose another --out"
+            )
+    return has_save, plain
+
+
 class RunFolder:
     """A run folder opened for writing by this process (it holds ``OUT/.lock``); see the module doc.
 
@@ -284,6 +321,8 @@ class RunFolder:
             raise CheckpointError(f"{out}: no run to resume (the folder does not exist)")
         if out.exists() and not out.is_dir():
             raise CheckpointError(f"{out} exists and is not a folder; choose another --out")
+        if out.is_dir():  # refuse before adding anything to a folder that is not ours to write
+            _check_target(out, resume=resume, overwrite=overwrite)
         try:
             out.mkdir(parents=True, exist_ok=True)
             fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -313,25 +352,7 @@ class RunFolder:
             self._collect()
         except OSError as e:
             raise CheckpointError(f"cannot write the run folder {out}: {_reason(e)}") from e
-        current = checkpoint_folder(out)
-        has_save = current != out
-        plain = not has_save and _holds_plain_run(out)
-        if has_save or plain:
-            description = _describe_run(current)
-            if not resume and not overwrite:
-                raise CheckpointError(
-                    f"{out} already holds a run{description}: pass --resume to continue it or --overwrite to replace it"
-                )
-        elif resume:
-            raise CheckpointError(f"{out}: no run to resume (nothing has been saved there yet)")
-        else:
-            others = self._foreign_entries()
-            if others and not overwrite:
-                shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-                raise CheckpointError(
-                    f"{out} is not empty and holds no run of `resfields fit` (it has {shown}): "
-                    "pass --overwrite to write the run into it anyway, or choose another --out"
-                )
+        has_save, plain = _check_target(out, resume=resume, overwrite=overwrite)
         if plain:
             self._adopt_plain_run()
         self._replaces_run = overwrite and (has_save or plain)
@@ -350,17 +371,6 @@ class RunFolder:
         link = self._saves / f".current-{name}.tmp"
         os.symlink(name, link)
         os.replace(link, current)
-
-    def _foreign_entries(self) -> list[str]:
-        """What in the folder is not this module's: the user's files (or a foreign checkpoint)."""
-        names = []
-        for entry in os.scandir(self.path):
-            if entry.name in (LOCK, SAVES) or _is_litter(entry.name):
-                continue
-            if entry.name in RUN_FILES and entry.is_symlink() and os.readlink(entry.path) == _link(entry.name):
-                continue
-            names.append(entry.name)
-        return sorted(names)
 
     def _adopt_plain_run(self) -> None:
         """Copy a plain-layout run into a first save; its top-level files become links to the same bytes."""
