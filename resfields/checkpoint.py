@@ -48,6 +48,7 @@ from resfields.spec import (
     spec_from_dict,
     spec_to_dict,
 )
+from resfields.validate import short_names
 
 __all__ = [
     "CONFIG_NAME",
@@ -165,9 +166,9 @@ def _name_problems(expected: Mapping[str, tuple[int, ...]], names: Iterable[str]
     unexpected = sorted(n for n in names if n not in expected)
     problems = []
     if missing:
-        problems.append(f"missing tensor(s) {missing}")
+        problems.append(f"missing tensor(s) {short_names(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensor(s) {unexpected}")
+        problems.append(f"unexpected tensor(s) {short_names(unexpected)}")
     return problems
 
 
@@ -287,7 +288,7 @@ def checkpoint_files(
     with np.errstate(over="ignore"):  # float16 overflow becomes Inf, reported just below
         stored = {name: np.ascontiguousarray(value.astype(dtype)) for name, value in checked.items()}
     for name, value in stored.items():
-        _check_finite(value, name, f"save_checkpoint (as {dtype})")
+        _check_finite(value, name, f"save_checkpoint (as {dtype})", source=checked[name])
     config = {"schema_version": SCHEMA_VERSION, "library": LIBRARY, "field": spec_to_dict(spec), "metadata": meta}
     config_bytes = (json.dumps(config, indent=2, allow_nan=False) + "\n").encode("utf-8")
     weights_bytes = _safetensors_save(

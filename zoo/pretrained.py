@@ -151,10 +151,13 @@ class Pretrained:
         return self.scene.render(camera, time=time, frame=frame)
 
     def evaluate(self, **data_overrides: Any) -> dict[str, Any]:
-        """The task's metrics (``resfields eval``) on this backend; needs the task's data."""
+        """The task's metrics (``resfields eval``) on this backend; needs the task's data: the embedded
+        default, or ``source=PATH`` (a data path stored in a checkpoint is never read on its own)."""
         from resfields.tasks.common.fit import evaluate_run
 
-        return evaluate_run(self.folder, backend=self.backend, device=self.device, data_overrides=data_overrides)
+        return evaluate_run(
+            self.folder, backend=self.backend, device=self.device, data_overrides=data_overrides, stored_source=False
+        )
 
     def save_pretrained(self, folder: str | Path, **kwargs: Any) -> Path:
         """See :func:`save_pretrained`."""

@@ -114,7 +114,7 @@ def train_recipe(
     recipe = RECIPES[name]
     work = Path(work_dir) / name
     if retrain or not (work / "config.json").is_file():
-        fit(recipe.run, work, backend=backend, device=device, progress=progress, media=False)
+        fit(recipe.run, work, backend=backend, device=device, progress=progress, media=False, overwrite=True)
     target = Path(target_root) / name
     save_pretrained(work, target, dtype=recipe.dtype)
     trained = json.loads((work / "metrics.json").read_text())["metrics"]

@@ -71,6 +71,7 @@ from resfields.tasks.common.runfolder import (
     sha256,
     write_file_atomically,
 )
+from resfields.validate import short_names
 
 __all__ = [
     "SAVE_INTERVAL_S",
@@ -97,7 +98,7 @@ def run_from_dict(data: Any) -> RunConfig:
     task = get_task(data["task"])
     unknown = sorted(set(data) - {"task", "data", "model", "train"})
     if unknown:
-        raise SpecError(f"run config: unknown key(s) {unknown}")
+        raise SpecError(f"run config: unknown key(s) {short_names(unknown)}")
     return RunConfig(
         task=data["task"],
         data=config_from_dict(task.Data, data.get("data", {}), f"{data['task']}.data"),
@@ -123,7 +124,7 @@ def make_predict(backend: str, model: Any) -> Callable[..., np.ndarray]:
 
         def predict_reference(x: np.ndarray, frame_ids: Any = None, times: Any = None) -> np.ndarray:
             out = []
-            for start in range(0, len(x), 16384):
+            for start in range(0, max(len(x), 1), 16384):  # one (empty) chunk for no rows: (0, O), as the backends
                 rows = slice(start, start + 16384)
                 ids = None if frame_ids is None else frame_ids[rows]
                 ts = None if times is None else times[rows]
