@@ -1,14 +1,15 @@
 """Grouped linear maps as two torch custom operators: rows of a batch grouped by frame, one GEMM per group.
 
-``grouped_linear(x, bank, index, blend, order, counts)`` computes, for every row ``r`` of ``x``::
+``grouped_linear(x, bank, index, blend, order, counts, bias)`` computes, for every row ``r`` of ``x``::
 
-    y[r] = x[r] @ bank[index[r]].T                                   (blend is None)
-    y[r] = x[r] @ bank[index[r], :O].T + blend[r] * x[r] @ bank[index[r], O:].T   (bank stacks [A; D])
+    y[r] = x[r] @ bank[index[r]].T + bias                                   (blend is None)
+    y[r] = x[r] @ bank[index[r], :O].T + bias + blend[r] * x[r] @ bank[index[r], O:].T   (bank stacks [A; D])
 
-with ``x`` ``(rows, S, I)``, ``bank`` ``(C, O, I)`` or ``(C, 2O, I)``, ``index`` ``(rows,)`` long and
-``blend`` ``(rows,)``. ``order`` ``(rows,)`` lists the rows sorted by ``index`` (or is empty when
-the rows already are) and ``counts`` ``(C,)`` holds the rows of each bank entry. Each group of rows
-that shares a bank entry is gathered, multiplied by one matrix and scattered back, so no
+with ``x`` ``(rows, S, I)``, ``bank`` ``(C, O, I)`` or ``(C, 2O, I)``, ``index`` ``(rows,)`` long,
+``blend`` ``(rows,)`` and ``bias`` ``(O,)`` or None. ``order`` ``(rows,)`` lists the rows sorted by
+``index`` (or is empty when the rows already are) and ``counts`` ``(C,)`` holds the rows of each bank
+entry. Each group of rows that shares a bank entry costs one GEMM (the bias inside it): contiguous
+groups are read and written in place, scattered ones gathered and scattered back per group, so no
 ``(rows, O, I)`` weight and no sorted copy of the batch is ever built.
 
 ``grouped_outer(g, x, index, blend, order, counts, C)`` is the matching weight gradient,
@@ -60,6 +61,7 @@ def grouped_linear(
     blend: torch.Tensor | None,
     order: torch.Tensor,
     counts: torch.Tensor,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     rows, samples, in_features = x.shape
     out_features = bank.shape[1] // (1 if blend is None else 2)
@@ -67,22 +69,29 @@ def grouped_linear(
     for entry, group in _groups(order, counts):
         xs = _take(x, group).reshape(-1, in_features)
         weight = bank[entry]
-        if blend is None:
-            y = xs @ weight.t()
-        else:
-            w = _take(blend, group)
-            if not bool(w.any()):  # every row of the group on the lower knot: the difference is not needed
-                y = xs @ weight[:out_features].t()
+        # contiguous groups are written straight into the output, scattered ones once per group
+        target = out[group].view(-1, out_features) if isinstance(group, slice) else None
+        w = None if blend is None else _take(blend, group)
+        if w is None or not bool(w.any()):  # lookup, or every row of the group on the lower knot
+            low = weight[:out_features].t()
+            if bias is None:
+                y = torch.mm(xs, low, out=target) if target is not None else xs @ low
             else:
-                both = xs @ weight.t()
-                w = w.repeat_interleave(samples).unsqueeze(1)
-                y = torch.addcmul(both[:, :out_features], w, both[:, out_features:])
-        _put(out, group, y.reshape(-1, samples, out_features))
+                y = torch.addmm(bias, xs, low, out=target) if target is not None else torch.addmm(bias, xs, low)
+        else:
+            both = xs @ weight.t()
+            low = both[:, :out_features] if bias is None else both[:, :out_features] + bias
+            w = w.repeat_interleave(samples).unsqueeze(1)
+            y = torch.addcmul(low, w, both[:, out_features:], out=target) if target is not None else None
+            if y is None:
+                y = torch.addcmul(low, w, both[:, out_features:])
+        if target is None:
+            out.index_copy_(0, group, y.view(-1, samples, out_features))
     return out
 
 
 @grouped_linear.register_fake
-def _(x, bank, index, blend, order, counts):
+def _(x, bank, index, blend, order, counts, bias=None):
     return x.new_empty(x.shape[0], x.shape[1], bank.shape[1] // (1 if blend is None else 2))
 
 
@@ -127,22 +136,27 @@ def _blend_grad(g: torch.Tensor, x: torch.Tensor, bank: torch.Tensor, index, ord
 
 
 def _linear_setup(ctx, inputs, output):
-    x, bank, index, blend, order, counts = inputs
+    x, bank, index, blend, order, counts, *rest = inputs
+    bias = rest[0] if rest else None
     ctx.save_for_backward(x, bank, index, blend, order, counts)
+    ctx.has_bias = bias is not None
 
 
 def _linear_backward(ctx, grad):
     x, bank, index, blend, order, counts = ctx.saved_tensors
     need_x, need_bank, _, need_blend = ctx.needs_input_grad[:4]
+    need_bias = ctx.has_bias and ctx.needs_input_grad[6]
     halves = 1 if blend is None else 2
-    grad_x = grad_bank = grad_blend = None
+    grad_x = grad_bank = grad_blend = grad_bias = None
     if need_x:
         grad_x = grouped_linear(grad, _transpose_bank(bank, halves), index, blend, order, counts)
     if need_bank:
         grad_bank = grouped_outer(grad, x, index, blend, order, counts, bank.shape[0])
     if need_blend and blend is not None:
         grad_blend = _blend_grad(grad, x, bank, index, order, counts)
-    return grad_x, grad_bank, None, grad_blend, None, None
+    if need_bias:
+        grad_bias = grad.sum(dim=(0, 1))
+    return grad_x, grad_bank, None, grad_blend, None, None, grad_bias
 
 
 grouped_linear.register_autograd(_linear_backward, setup_context=_linear_setup)

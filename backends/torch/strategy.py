@@ -130,15 +130,9 @@ def _grouped(layer: ResFieldLinear, x: torch.Tensor, plan: FramePlan) -> torch.T
         )
     # a custom operator is outside autocast: it gets the compute dtype explicitly
     dtype = compute_dtype(x)
-    y = grouped_linear(
-        x.to(dtype),
-        bank.to(dtype),
-        groups.local,
-        None if blend is None else blend.to(dtype),
-        groups.order,
-        groups.counts,
-    )
-    return _add_bias(y, layer.bias)
+    bias = None if layer.bias is None else layer.bias.to(dtype)  # added inside the GEMMs (addmm)
+    blend = None if blend is None else blend.to(dtype)
+    return grouped_linear(x.to(dtype), bank.to(dtype), groups.local, blend, groups.order, groups.counts, bias)
 
 
 def _lowrank(layer: ResFieldLinear, x: torch.Tensor, plan: FramePlan) -> torch.Tensor:
