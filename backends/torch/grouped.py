@@ -112,8 +112,9 @@ def grouped_outer(
         gs = _take(g, group).reshape(-1, out_features)
         xs = _take(x, group).reshape(-1, in_features)
         torch.mm(gs.t(), xs, out=out[entry, :out_features])
-        if blend is not None:
-            w = _take(blend, group).repeat_interleave(g.shape[1]).unsqueeze(1)
+        w = None if blend is None else _take(blend, group)
+        if w is not None and bool(w.any()):  # rows all on the lower knot leave the difference's gradient 0
+            w = w.repeat_interleave(g.shape[1]).unsqueeze(1)
             torch.mm((w * gs).t(), xs, out=out[entry, out_features:])
     return out
 

@@ -116,7 +116,9 @@ def _single(layer: ResFieldLinear, x: torch.Tensor, plan: FramePlan) -> torch.Te
 
 def _rows(layer: ResFieldLinear, x: torch.Tensor, plan: FramePlan) -> torch.Tensor:
     weights = layer.weight + layer.residuals_at(plan.index, plan.blend)  # (rows, O, I)
-    return _add_bias(torch.bmm(x, weights.transpose(1, 2)), layer.bias)
+    if layer.bias is None:
+        return torch.bmm(x, weights.transpose(1, 2))
+    return torch.baddbmm(layer.bias.to(x.dtype), x, weights.transpose(1, 2))
 
 
 def _grouped(layer: ResFieldLinear, x: torch.Tensor, plan: FramePlan) -> torch.Tensor:
@@ -152,10 +154,6 @@ def _lowrank(layer: ResFieldLinear, x: torch.Tensor, plan: FramePlan) -> torch.T
     # tucker: dW(t) = U (sum_a c_a G_a) V^T, contracted through the factors
     core = torch.einsum("ra,abd->rbd", c, layer.core)  # (rows, B, D)
     return y + (x @ layer.in_factors.t()) @ core.transpose(1, 2) @ layer.out_factors
-
-
-def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return y if bias is None else y + bias.to(y.dtype)
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
