@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -31,3 +33,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner exporting HF_HUB_OFFLINE=1 must not turn the online Hub tests into cache-only ones."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def tripwire() -> Iterator:
+    """A loopback port that counts connections: an offline path must make none."""
+    from loopback import Tripwire
+
+    wire = Tripwire()
+    yield wire
+    wire.close()

@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +42,7 @@ from resfields.zoo.hub import CHECKPOINT_PATTERNS, download, is_local_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_double import HubDouble
+from loopback import Tripwire
 
 REPO = "org/tiny"
 ZOO_REPO = "lab/bunny-scene"
@@ -79,44 +79,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(autouse=True)
-def _online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A runner exporting HF_HUB_OFFLINE=1 must not turn the online tests into cache-only ones."""
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-
-class Tripwire:
-    """A port on 127.0.0.1 that counts connections and closes them at once (the client fails fast, never hangs)."""
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.1)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            self.hits += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sock.close()
-
-
-@pytest.fixture
-def tripwire() -> Iterator[Tripwire]:
-    wire = Tripwire()
-    yield wire
-    wire.close()
+pytestmark = pytest.mark.usefixtures("online")
 
 
 # ----------------------------------------------------------------------------- olah over a git repo

@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from huggingface_hub import constants
 from safetensors.numpy import save_file
 
 from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
@@ -45,6 +42,7 @@ from resfields.zoo.pretrained import resolve
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_double import HubDouble, Repo
+from loopback import Tripwire
 
 SPEC = SirenSpec(
     in_features=2,
@@ -68,44 +66,7 @@ def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(autouse=True)
-def _online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A runner exporting HF_HUB_OFFLINE=1 must not turn the online tests into cache-only ones."""
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-
-class Tripwire:
-    """A port on 127.0.0.1 that counts connections and closes them at once."""
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.05)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            self.hits += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sock.close()
-
-
-@pytest.fixture
-def tripwire() -> Iterator[Tripwire]:
-    wire = Tripwire()
-    yield wire
-    wire.close()
+pytestmark = pytest.mark.usefixtures("online")
 
 
 class PoisonedHub(HubDouble):

@@ -180,4 +180,3 @@ def test_grouped_linear_blend_gradcheck():
     y = f(x, w, blend)
     expected = x[:4] @ w[0, :2].t() + blend[:4, None, None] * (x[:4] @ w[0, 2:].t())
     torch.testing.assert_close(y[:4], expected)
-
