@@ -26,6 +26,9 @@ class Backend(Protocol):
     name: str
     dtypes: tuple[str, ...]  # compute dtypes the backend supports ("float32", and "bfloat16" via autocast)
 
+    def check_device(self, device: str | None) -> None:
+        """SpecError unless ``device`` (None: the default) exists for this backend here."""
+
     def devices(self) -> list[str]:
         """Devices this machine can run the backend on, e.g. ``["cpu", "cuda"]``."""
 

@@ -33,12 +33,17 @@ class TinygradBackend:
             pass
         return found
 
-    def build(self, spec: FieldSpec, arrays: dict[str, np.ndarray] | None = None, device: str | None = None) -> Any:
-        # checked here: tinygrad itself accepts any device name until the first kernel runs on it
+    def check_device(self, device: str | None) -> None:
+        """SpecError unless ``device`` (None: the CPU) exists here; checked when a model is built,
+        because tinygrad itself accepts any device name until the first kernel runs on it."""
         if device is not None and device != "cpu":
             no_gpu = str(device).startswith("cuda") and "cuda" not in self.devices()
-            why = "CUDA was requested but tinygrad finds no CUDA device" if no_gpu else ""
-            check_device(self.name, device, self.devices(), why)
+            check_device(
+                self.name, device, self.devices(), "CUDA was requested but tinygrad finds no CUDA device" * no_gpu
+            )
+
+    def build(self, spec: FieldSpec, arrays: dict[str, np.ndarray] | None = None, device: str | None = None) -> Any:
+        self.check_device(device)
         model = build_field(spec)
         if arrays is not None:
             load_parameters(model, arrays)

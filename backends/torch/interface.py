@@ -24,11 +24,15 @@ class TorchBackend:
     def devices(self) -> list[str]:
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-    def build(self, spec: FieldSpec, arrays: dict[str, np.ndarray] | None = None, device: str | None = None) -> Any:
+    def check_device(self, device: str | None) -> None:
+        """SpecError unless ``device`` (None: the CPU) exists here: "cpu", "cuda" or "cuda:N"."""
         available = self.devices() + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         no_gpu = str(device).startswith("cuda") and not torch.cuda.is_available()
         why = "CUDA was requested but torch.cuda.is_available() is False" if no_gpu else ""
         check_device(self.name, device, available, why)
+
+    def build(self, spec: FieldSpec, arrays: dict[str, np.ndarray] | None = None, device: str | None = None) -> Any:
+        self.check_device(device)
         model = build_field(spec, device=device)
         return model if arrays is None else load_parameters(model, arrays)
 

@@ -149,8 +149,12 @@ class ReferenceBackend:
 
     name = "numpy"
 
-    def build(self, spec: AnySpec, arrays: dict[str, np.ndarray], device: str | None = None) -> ReferenceModel:
+    def check_device(self, device: str | None) -> None:
+        """SpecError unless ``device`` is None or "cpu"."""
         check_device(self.name, device, ["cpu"], "the float64 reference runs on the CPU only")
+
+    def build(self, spec: AnySpec, arrays: dict[str, np.ndarray], device: str | None = None) -> ReferenceModel:
+        self.check_device(device)
         if isinstance(spec, LinearSpec | SirenSpec | MLPSpec | ModelSpec):
             return ReferenceModel(spec, arrays)
         raise SpecError(f"cannot build {type(spec).__name__}")
