@@ -43,7 +43,10 @@ def _groups(order: torch.Tensor, counts: torch.Tensor):
 
 
 def _take(t: torch.Tensor, rows) -> torch.Tensor:
-    return t[rows] if isinstance(rows, slice) else t.index_select(0, rows)
+    if isinstance(rows, slice):
+        return t[rows]
+    # gathering rows of a 2-D view: torch's index_select on a 3-D tensor was ~100x slower on the CPU
+    return t.reshape(t.shape[0], -1).index_select(0, rows).view((-1, *t.shape[1:]))
 
 
 def _put(out: torch.Tensor, rows, value: torch.Tensor) -> None:
