@@ -18,6 +18,7 @@ __all__ = [
     "ResFieldsError",
     "ShapeError",
     "SpecError",
+    "TrainingError",
     "short_repr",
 ]
 
@@ -48,6 +49,10 @@ class CheckpointError(ResFieldsError, ValueError):
 
 class DataError(ResFieldsError, ValueError):
     """A data file or folder is missing, unreadable, corrupt or inconsistent (e.g. frames of different sizes)."""
+
+
+class TrainingError(ResFieldsError, FloatingPointError):
+    """Training diverged (a non-finite loss, e.g. from too high a learning rate); the last save stays in the run folder."""
 
 
 class _ShortRepr(reprlib.Repr):

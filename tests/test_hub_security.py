@@ -249,7 +249,14 @@ TREES = {
     "object": (lambda listing: b"{}", "no JSON list"),
     "no-path": (lambda listing: json.dumps([{"type": "file"}]).encode(), "without a path"),
     "no-oid": (lambda listing: json.dumps([{"type": "file", "path": "x", "size": 1}]).encode(), "no oid"),
+    # "media/*" matches "media/../x.png" as an fnmatch pattern: such a path must never become a file name
+    "path-traversal": (lambda listing: _extra(listing, "media/../x.png"), "not a plain relative path"),
+    "path-dot": (lambda listing: _extra(listing, "media/./../../elsewhere/x"), "not a plain relative path"),
 }
+
+
+def _extra(listing: list, path: str) -> bytes:
+    return json.dumps([*listing, {"type": "file", "path": path, "size": 1, "oid": "0" * 40}]).encode()
 
 
 @pytest.mark.parametrize("how", ["direct", "redirect", "next-page"])

@@ -716,3 +716,162 @@ def test_eval_set_with_a_bad_value_is_one_line(clip, tmp_path, capsys):
     assert "--set n_frames" in _one_error_line(capsys.readouterr().err)
     with pytest.raises(SpecError, match="expected an integer"):
         evaluate_run(out, data_overrides={"source": clip, "n_frames": "abc"})
+
+
+# ----------------------------------------------------------------------------- 8. what a run folder may touch
+
+
+def test_a_run_symlink_is_refused_and_its_target_kept(tmp_path):
+    from resfields.tasks.common.runfolder import RunFolder
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    (victim / "chapters").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".run").symlink_to("../victim")
+    for kwargs in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(CheckpointError, match=r"\.run is not a folder of its own"):
+            RunFolder.open(out, **kwargs)
+    assert sorted(p.name for p in victim.iterdir()) == ["chapters", "thesis.tex"]
+    assert (victim / "thesis.tex").read_text() == "years of work"
+
+
+def test_collect_removes_only_names_the_run_folder_makes(clip, tmp_path):
+    out = tmp_path / "run"
+    fit(_run(clip, steps=4), out, stop_at=2, **QUIET)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    saves = out / ".run"
+    (saves / "notes.txt").write_text("mine")
+    (saves / "drafts").mkdir()
+    (saves / "drafts" / "a.txt").write_text("mine too")
+    (saves / "00000077").symlink_to(victim)  # a save-like name that is a link: unlinked, never emptied
+    (saves / ".staging-linked").symlink_to(victim)
+    fit(_run(clip, steps=4), out, resume=True, **QUIET)
+    assert (saves / "notes.txt").read_text() == "mine" and (saves / "drafts" / "a.txt").read_text() == "mine too"
+    assert (victim / "thesis.tex").read_text() == "years of work"
+    assert not (saves / "00000077").is_symlink() and not (saves / ".staging-linked").is_symlink()
+
+
+def test_a_lock_symlink_is_refused_and_its_target_kept(clip, tmp_path, capsys):
+    victim = tmp_path / "thesis.tex"
+    victim.write_text("years of work")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").symlink_to(victim)
+    with pytest.raises(CheckpointError, match=r"\.lock.*not a regular file"):
+        fit(_run(clip, steps=2), out, **QUIET)
+    assert main(_cli(clip, out, "--steps", "2")) == 2
+    assert ".lock" in _one_error_line(capsys.readouterr().err)
+    assert victim.read_text() == "years of work"
+    (out / ".lock").unlink()
+    (out / ".lock").mkdir()
+    with pytest.raises(CheckpointError, match=r"\.lock"):
+        fit(_run(clip, steps=2), out, **QUIET)
+
+
+def _deep_json(depth: int = 100_000) -> str:
+    return '{"metadata": ' + "[" * depth + "]" * depth + "}"
+
+
+def test_deeply_nested_json_in_a_run_folder_is_a_checkpoint_error(clip, tmp_path):
+    from resfields.tasks.common.runfolder import _describe_run, _holds_plain_run
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text(_deep_json())
+    assert _holds_plain_run(plain) is False
+    assert _describe_run(plain) == ""
+    with pytest.raises(CheckpointError):
+        fit(_run(clip, steps=2), plain, **QUIET)
+    out = tmp_path / "run"
+    fit(_run(clip, steps=2), out, **QUIET)
+    save = checkpoint_folder(out)
+    (save / "training_state.json").unlink()
+    (save / "training_state.json").write_text(_deep_json())
+    with pytest.raises(CheckpointError, match=r"training_state\.json.*nested deeper"):
+        read_saved_run(save)
+
+
+def test_the_recorded_files_of_a_save_are_only_its_own(clip, tmp_path):
+    import hashlib
+
+    out = tmp_path / "run"
+    fit(_run(clip, steps=2), out, **QUIET)
+    save = checkpoint_folder(out)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    state = _state(save)
+    for name in (str(secret), "../../../secret.txt", "./config.json"):
+        files = {**state["files"], name: hashlib.sha256(secret.read_bytes()).hexdigest()}
+        (save / "training_state.json").unlink()
+        (save / "training_state.json").write_text(json.dumps({**state, "files": files}))
+        with pytest.raises(CheckpointError, match="'files' must map"):
+            read_saved_run(save)
+    (save / "training_state.json").unlink()
+    (save / "training_state.json").write_text(json.dumps(state))
+    read_saved_run(save)
+
+
+@pytest.mark.parametrize("where", ["absolute", "relative out", "not a save name", "a link to a save"])
+def test_current_must_name_a_save_inside_the_run_folder(clip, tmp_path, capsys, where):
+    other = tmp_path / "other"
+    fit(_run(clip, steps=2, width=6), other, **QUIET)
+    out = tmp_path / "run"
+    fit(_run(clip, steps=2), out, **QUIET)
+    foreign = checkpoint_folder(other)
+    current = out / ".run" / "current"
+    target = {
+        "absolute": str(foreign),
+        "relative out": f"../../other/.run/{foreign.name}",
+        "not a save name": "../.run/" + checkpoint_folder(out).name,
+        "a link to a save": "00000099",
+    }[where]
+    if where == "a link to a save":
+        (out / ".run" / "00000099").symlink_to(foreign)
+    current.unlink()
+    current.symlink_to(target)
+    with pytest.raises(CheckpointError, match=r"\.run/current"):
+        checkpoint_folder(out)
+    with pytest.raises(CheckpointError, match=r"\.run/current"):
+        load_run(out)
+    capsys.readouterr()
+    assert main(_cli(clip, out, "--steps", "4", "--resume")) == 2
+    assert ".run/current" in _one_error_line(capsys.readouterr().err)
+    assert main(["eval", str(out), "--data", clip]) == 2
+    assert ".run/current" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_users_tmp_files_at_the_top_are_kept(clip, tmp_path):
+    out = tmp_path / "run"
+    fit(_run(clip, steps=4), out, stop_at=2, **QUIET)
+    (out / ".notes.tmp").write_text("mine")
+    (out / ".cache.tmp").mkdir()
+    (out / ".cache.tmp" / "a").write_text("mine too")
+    (out / ".config.json.dir.tmp").mkdir()  # a folder, though named like a temporary file: not ours
+    (out / ".model.safetensors.123.abc.tmp").write_bytes(b"half")
+    (out / ".metrics.json.k2j4h5.tmp").write_bytes(b"half")
+    fit(_run(clip, steps=4), out, resume=True, **QUIET)
+    assert (out / ".notes.tmp").read_text() == "mine" and (out / ".cache.tmp" / "a").read_text() == "mine too"
+    assert (out / ".config.json.dir.tmp").is_dir()
+    assert not (out / ".model.safetensors.123.abc.tmp").exists() and not (out / ".metrics.json.k2j4h5.tmp").exists()
+
+
+def test_a_diverging_fit_is_one_error_line_and_keeps_its_last_save(clip, tmp_path, capsys):
+    from resfields.errors import TrainingError
+
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"lower the learning rate.*nothing was saved"):
+        fit(_run(clip, steps=50, lr=1e30), out, **QUIET)
+    capsys.readouterr()
+    argv = _cli(clip, out, "--steps", "50", "--overwrite")
+    argv[argv.index("--lr") + 1] = "1e30"
+    assert main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "lower the learning rate" in line, line
+    fit(_run(clip, steps=50, lr=1e30), tmp_path / "saved", stop_at=0, **QUIET)
+    with pytest.raises(TrainingError, match=r"the save of step 0 is intact"):
+        fit(_run(clip, steps=50, lr=1e30), tmp_path / "saved", resume=True, **QUIET)

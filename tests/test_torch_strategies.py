@@ -125,6 +125,9 @@ def test_functorch_jacrev_and_vmap():
     torch.testing.assert_close(per_sample, layer(x, frame_ids=3))
     jacobian = torch.func.jacrev(lambda xi: layer(xi, frame_ids=3))(x[0])
     torch.testing.assert_close(jacobian, layer.weight + layer.residuals_at(torch.tensor([3]))[0])
+    ids = torch.arange(8) % 7  # vmapped over the frame ids too: the value checks need validate=False
+    per_key = torch.func.vmap(lambda xi, ii: layer(xi, frame_ids=ii, validate=False))(x, ids)
+    torch.testing.assert_close(per_key, layer(x, frame_ids=ids))
 
 
 class _MLP(torch.nn.Module):
@@ -287,3 +290,31 @@ def test_pytorch_model_hub_mixin_round_trip(tmp_path):
     loaded = MyField.from_pretrained(tmp_path / "mine")
     x, ids = torch.rand(6, 4, 3), torch.randint(0, 5, (6, 1))
     torch.testing.assert_close(loaded(x, ids), model(x, ids))
+
+
+def test_autocast_leaves_float64_alone_on_every_strategy():
+    """Autocast never casts float64, so no strategy may (nn.Linear keeps float64 too)."""
+    layer = _layer()
+    x = torch.randn(16, 3, 5, dtype=torch.float64)
+    ids = torch.randint(0, 7, (16, 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for strategy in ("rows", "grouped", "lowrank", "auto"):
+            assert layer(x, frame_ids=ids, strategy=strategy).dtype == torch.float64, strategy
+        assert layer(x[:1], frame_ids=ids[:1]).dtype == torch.float64
+
+
+def test_times_near_a_knot_stay_exact_and_differentiable():
+    """float64 times are never snapped to a knot, and a snap of a float32 time keeps d(output)/d(time)."""
+    layer = _layer(mode="interpolation", capacity=3)
+    x = torch.randn(1, 5, dtype=torch.float64)
+    params = {k: v.detach().numpy() for k, v in layer.named_parameters()}
+    t = torch.tensor([5e-6], dtype=torch.float64, requires_grad=True)
+    y = layer(x, times=t)
+    expected = resfield_linear(layer.spec, params, x.numpy(), times=t.detach().numpy())
+    np.testing.assert_allclose(y.detach().numpy(), expected, rtol=0, atol=1e-12)
+    (dt,) = torch.autograd.grad(y.sum(), t)
+    assert dt.abs() > 0
+    t32 = torch.tensor([0.0], dtype=torch.float32, requires_grad=True)  # on a knot: snapped, still a gradient
+    layer32 = _layer(mode="interpolation", capacity=3, dtype=torch.float32)
+    (dt32,) = torch.autograd.grad(layer32(x.float(), times=t32).sum(), t32)
+    assert dt32.abs() > 0

@@ -246,8 +246,8 @@ def download(
         raise CheckpointError(f"refusing {where}: {e}") from e
     # huggingface_hub's own errors are OSErrors (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled);
     # transport failures it does not translate (a dropped connection mid-answer) are httpx2 errors;
-    # HFValidationError is a ValueError, for anything its validators refuse that ours let through
-    except (OSError, httpx2.HTTPError, HFValidationError) as e:
+    # ValueError (HFValidationError among them) for anything its validators refuse that ours let through
+    except (OSError, httpx2.HTTPError, ValueError) as e:
         # a snapshot missing after the Hub failed us: why the Hub failed is the news
         missing = isinstance(e, LocalEntryNotFoundError) and not isinstance(e, IncompleteSnapshotError)
         cause = unreachable if unreachable is not None and missing else e
@@ -467,6 +467,11 @@ def _tree_problem(body: bytes) -> str | None:
 def _tree_entry_problem(entry: dict) -> str | None:
     if not isinstance(entry.get("oid"), str):
         return "has no oid"
+    path = entry.get("path")
+    # CHECKPOINT_PATTERNS are fnmatch patterns ("media/*" matches "media/../x"): only plain relative
+    # paths may become file names in the cache
+    if not isinstance(path, str) or not _plain_relative_path(path):
+        return f"has path {short_repr(path)}, not a plain relative path"
     if entry.get("type") != "file":
         return None  # read as a folder: a path and an oid
     size = entry.get("size")
@@ -487,6 +492,13 @@ def _tree_entry_problem(entry: dict) -> str | None:
     if xet is not None and not isinstance(xet, str):
         return f"has xetHash {short_repr(xet)}, not a string"
     return None
+
+
+def _plain_relative_path(path: str) -> bool:
+    """``a/b.png``, not ``/a``, ``a/../b``, ``a//b``, ``./a``, ``C:x`` or ``a\\b``."""
+    if not path or path.startswith("/") or "\\" in path or ":" in path or "\0" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
 def _storage_folder(cache_dir: str | Path | None, repo_id: str, where: str) -> Path:

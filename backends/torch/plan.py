@@ -25,7 +25,7 @@ from resfields.validate import broadcast_time_shape, check_frame_range, check_ti
 
 __all__ = ["FramePlan", "Groups", "plan_frames"]
 
-_KNOT_SNAP = 1e-5  # in units of coefficient spacing
+_KNOT_SNAP = 1e-5  # the largest snap to a knot, in units of coefficient spacing
 
 
 class Groups:
@@ -146,9 +146,13 @@ def plan_frames(
     check_times(floating, floating and check_values and bool(torch.isnan(row_key).any()))
     # the time is clamped before scaling: inf * (C - 1) is NaN when C == 1
     position = (row_key.double().clamp(-1.0, 1.0) + 1.0) * (0.5 * (rf.capacity - 1))
-    # times computed in fp32 from frame_to_time land within ~1e-6 of their knot: treat them as on the
-    # knot, so frame-time input needs one weight per row, not two (the change is below fp32 noise)
-    position = torch.where((position - position.round()).abs() <= _KNOT_SNAP, position.round(), position)
+    # a time computed in float32 from frame_to_time lands within its own rounding of the knot: treat it
+    # as on the knot, so frame-time input needs one weight per row, not two. The tolerance is the key's
+    # rounding (float64 keys stay exact) and at most 1e-5 of a knot spacing; the snap moves the value
+    # only (straight-through), so d(output)/d(time) is kept.
+    tolerance = min(_KNOT_SNAP, torch.finfo(row_key.dtype).eps * max(rf.capacity - 1, 1))
+    snap = (position.round() - position).detach()
+    position = position + torch.where(snap.abs() <= tolerance, snap, torch.zeros_like(snap))
     lower = position.floor()
     blend = (position - lower).to(key.dtype)
     return FramePlan(lead, rows, per_row, rf.capacity, rf.mode, lower.long(), blend)

@@ -157,7 +157,8 @@ def _lowrank(layer: ResFieldLinear, x: torch.Tensor, plan: FramePlan) -> torch.T
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype matmuls on ``x`` run in: autocast's where it is on, else ``x``'s."""
-    if torch.is_autocast_enabled(x.device.type):
+    """The dtype matmuls on ``x`` run in: autocast's where it is on and would cast ``x`` (it never
+    casts float64), else ``x``'s, exactly as for the strategies that autocast sees."""
+    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype

@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from resfields.backends import get_backend
 from resfields.checkpoint import checkpoint_files, load_checkpoint
-from resfields.errors import CheckpointError, DataError, ResFieldsError, SpecError
+from resfields.errors import CheckpointError, DataError, ResFieldsError, SpecError, TrainingError
 from resfields.init import sample_parameters
 from resfields.tasks import get_task
 from resfields.tasks.common.config import (
@@ -305,7 +305,11 @@ def fit(
             batch = task.sample(np.random.default_rng([train.seed, step]), train.batch_size, step=step)
             loss = trainer.step(batch, train.lr_factor(step))
             if not math.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss} at step {step}; lower the learning rate (--lr)")
+                # a library error (the CLI prints one line); saves are only ever published whole, so the last one stands
+                kept = "nothing was saved" if folder.saved_step is None else f"the save of step {folder.saved_step} is intact"
+                raise TrainingError(
+                    f"the loss became {loss} at step {step}; lower the learning rate (--lr); {kept} in {out}"
+                )
             history["step"].append(step)
             history["loss"].append(loss)
             if step % 25 == 0:
