@@ -52,7 +52,7 @@ class DataError(ResFieldsError, ValueError):
 
 
 class TrainingError(ResFieldsError, FloatingPointError):
-    """Training diverged (a non-finite loss, e.g. from too high a learning rate); the last save stays in the run folder."""
+    """Training diverged (a non-finite loss, e.g. too high a learning rate); the last save stays in the run folder."""
 
 
 class _ShortRepr(reprlib.Repr):

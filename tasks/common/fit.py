@@ -305,8 +305,9 @@ def fit(
             batch = task.sample(np.random.default_rng([train.seed, step]), train.batch_size, step=step)
             loss = trainer.step(batch, train.lr_factor(step))
             if not math.isfinite(loss):
-                # a library error (the CLI prints one line); saves are only ever published whole, so the last one stands
-                kept = "nothing was saved" if folder.saved_step is None else f"the save of step {folder.saved_step} is intact"
+                # a library error (the CLI prints one line); saves are published whole, so the last one stands
+                saved_step = folder.saved_step
+                kept = "nothing was saved" if saved_step is None else f"the save of step {saved_step} is intact"
                 raise TrainingError(
                     f"the loss became {loss} at step {step}; lower the learning rate (--lr); {kept} in {out}"
                 )

@@ -32,9 +32,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ from safetensors.numpy import load as load_safetensors
 
 from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, load_checkpoint, shared_mode
 from resfields.errors import CheckpointError
+from resfields.jsonio import loads_strict
 
 __all__ = [
     "RUN_FILES",
@@ -71,6 +73,17 @@ LOCK = ".lock"
 # outputs derived from a run: they belong to the run a folder held, and go when --overwrite replaces it
 DERIVED = ("metrics.json", "training_curve.png", "media")
 _SEQ_DIGITS = 8
+# the only names this module makes, and so the only ones it ever removes (a user's own files stay):
+# saves in .run ("00000007"; [0-9], not \d, which also matches other scripts' digits), staging folders
+# and the temporary links that replace .run/current
+_SAVE_NAME = re.compile(r"[0-9]{8}")
+_SAVES_LITTER = re.compile(r"\.staging-.+|\.current-[0-9]{8}\.tmp")
+# at the top: temporaries of write_file_atomically (".metrics.json.XXXXXXXX.tmp"), of _link_top_level
+# (".config.json.<pid>.link.tmp") and of save_checkpoint's _write_atomically (".model.safetensors.<pid>.XXXX.tmp"),
+# all ".<one of our file names>.<suffix>.tmp"
+_TOP_LITTER = re.compile(
+    r"\.(?:" + "|".join(re.escape(name) for name in (*RUN_FILES, "metrics.json")) + r")\.[A-Za-z0-9_.]+\.tmp"
+)
 
 
 def sha256(data: bytes) -> str:
@@ -79,8 +92,29 @@ def sha256(data: bytes) -> str:
 
 
 def _is_litter(name: str) -> bool:
-    """Temporary files of killed writers: ``save_checkpoint``'s ``.NAME.*.tmp`` and this module's links."""
-    return name.startswith(".") and name.endswith(".tmp")
+    """A top-level name of a killed writer's temporary (see ``_TOP_LITTER``); only files of such names are removed."""
+    return _TOP_LITTER.fullmatch(name) is not None
+
+
+def _saves_folder(out: Path) -> Path | None:
+    """``out/.run`` if it is a real folder, None if it does not exist; CheckpointError for anything else.
+
+    A writer removes what it does not keep in ``.run``, and a reader reads the save it names: through a
+    ``.run`` that links elsewhere, either would act on a folder that is not this run's."""
+    saves = out / SAVES
+    try:
+        mode = os.lstat(saves).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise CheckpointError(f"cannot read the run folder {out}: {saves}: {_reason(e)}") from e
+    if not stat.S_ISDIR(mode):
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+        raise CheckpointError(
+            f"{saves} is not a folder of its own ({what}): refusing to use {out} as a run folder; "
+            "move it away or choose another --out"
+        )
+    return saves
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -127,12 +161,25 @@ def checkpoint_folder(out: str | os.PathLike[str]) -> Path:
     Reading every file from this one folder gives a consistent set even while a writer publishes a
     new save (the top-level links are resolved one file at a time)."""
     out = Path(out)
-    current = out / SAVES / CURRENT
-    if current.is_symlink():
-        target = out / SAVES / os.readlink(current)
-        if target.is_dir():
-            return target
-    return out
+    saves = _saves_folder(out)
+    if saves is None:
+        return out
+    current = saves / CURRENT
+    if not current.is_symlink():
+        return out  # no save yet (or a copy that followed the links, which the next writer relinks)
+    # anything but a bare save name could lead out of the folder, and the checkpoint would then be read
+    # from anywhere (checkpoint_path's containment rule sees only the folder it is given)
+    name = os.readlink(current)
+    target = saves / name
+    try:
+        is_save = _SAVE_NAME.fullmatch(name) is not None and stat.S_ISDIR(os.lstat(target).st_mode)
+    except OSError:
+        is_save = False
+    if not is_save:
+        raise CheckpointError(
+            f"{current} links to {name!r}, not to a save folder inside {saves}: refusing to read a run from it"
+        )
+    return target
 
 
 @dataclass(frozen=True)
@@ -150,9 +197,10 @@ def _read_state(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{folder}: no {STATE_JSON}, so this run cannot be resumed (it holds only a checkpoint)")
     try:
-        state = json.loads(path.read_bytes())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt or half-written training state: {e}") from e
+        text = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the training state: {_reason(e)}") from e
+    state = loads_strict(text, f"{path}: corrupt or half-written training state", CheckpointError)
     history = state.get("history") if isinstance(state, dict) else None
     if (
         not isinstance(state, dict)
@@ -176,8 +224,13 @@ def read_saved_run(folder: str | os.PathLike[str]) -> SavedRun:
     state = _read_state(folder)
     recorded = state.get("files")
     if recorded is not None:
-        if not isinstance(recorded, dict):
-            raise CheckpointError(f"{folder / STATE_JSON}: 'files' must map file names to SHA-256 digests")
+        # only the save's own three files, by their exact names: a listed path would be read (and hashed)
+        # wherever it leads, /dev/zero forever; a missing one would not be checked at all
+        expected = set(RUN_FILES) - {STATE_JSON}
+        if not isinstance(recorded, dict) or set(recorded) != expected:
+            raise CheckpointError(
+                f"{folder / STATE_JSON}: 'files' must map exactly {', '.join(sorted(expected))} to SHA-256 digests"
+            )
         wrong = []
         for name, digest in sorted(recorded.items()):
             try:
@@ -224,8 +277,8 @@ def check_not_in_use(out: str | os.PathLike[str]) -> None:
 
     For a clearer message where a reader finds a folder incomplete; a writer relies on
     :meth:`RunFolder.open` alone, since this probe races with a writer that starts meanwhile."""
-    try:
-        fd = os.open(Path(out) / LOCK, os.O_RDONLY)
+    try:  # never through a link (or blocking on a FIFO): the lock is our own file or no lock at all
+        fd = os.open(Path(out) / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return
     try:
@@ -239,9 +292,10 @@ def check_not_in_use(out: str | os.PathLike[str]) -> None:
 def _describe_run(folder: Path) -> str:
     """``' (step 30 of 60)'`` for a folder holding a fit run's config.json, else ``''``."""
     try:
-        meta = json.loads((folder / CONFIG_NAME).read_text())["metadata"]
+        path = folder / CONFIG_NAME
+        meta = loads_strict(path.read_bytes(), str(path), CheckpointError)["metadata"]
         return f" (step {meta['step']} of {meta['run']['train']['steps']})"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, CheckpointError, KeyError, TypeError):
         return ""
 
 
@@ -251,8 +305,8 @@ def _holds_plain_run(out: Path) -> bool:
     if config.is_symlink() or not config.is_file():
         return False
     try:
-        return "run" in json.loads(config.read_text()).get("metadata", {})
-    except (OSError, ValueError, AttributeError):
+        return "run" in loads_strict(config.read_bytes(), str(config), CheckpointError).get("metadata", {})
+    except (OSError, CheckpointError, AttributeError, TypeError):
         return False
 
 
@@ -260,8 +314,8 @@ def _foreign_entries(out: Path) -> list[str]:
     """What in the folder is not this module's: the user's files (or a foreign checkpoint)."""
     names = []
     for entry in os.scandir(out):
-        if entry.name in (LOCK, SAVES) or _is_litter(entry.name):
-            continue
+        if entry.name in (LOCK, SAVES) or (_is_litter(entry.name) and not entry.is_dir(follow_symlinks=False)):
+            continue  # (a folder named like a temporary is the user's: _collect leaves it, so it is foreign)
         if entry.name in RUN_FILES and entry.is_symlink() and os.readlink(entry.path) == _link(entry.name):
             continue
         names.append(entry.name)
@@ -314,7 +368,8 @@ class RunFolder:
 
         Refuses (CheckpointError): a path that cannot be created or written, a folder another process
         is writing, a folder holding a run unless ``resume`` or ``overwrite``, a non-empty folder that
-        holds no run unless ``overwrite``, and ``resume`` of a folder without a run.
+        holds no run unless ``overwrite``, ``resume`` of a folder without a run, and a folder whose
+        ``.run`` or ``.lock`` is not its own (a link, or not a folder / regular file).
         """
         out = Path(path)
         if resume and not out.is_dir():
@@ -325,9 +380,9 @@ class RunFolder:
             _check_target(out, resume=resume, overwrite=overwrite)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             raise CheckpointError(f"cannot create or write the run folder {out}: {_reason(e)}") from e
+        fd = _open_lock(out / LOCK)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -345,9 +400,10 @@ class RunFolder:
     def _prepare(self, *, resume: bool, overwrite: bool) -> None:
         out = self.path
         try:
-            os.ftruncate(self._lock_fd, 0)
+            os.ftruncate(self._lock_fd, 0)  # _open_lock made sure it is our own regular file
             os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
-            self._saves.mkdir(exist_ok=True)
+            if _saves_folder(out) is None:  # never mkdir(exist_ok=True): that accepts a link to any folder
+                self._saves.mkdir()
             self._relink_copied_save()
             self._collect()
         except OSError as e:
@@ -414,14 +470,15 @@ class RunFolder:
         if folder == self.path:
             return None
         try:
-            return int(json.loads((folder / STATE_JSON).read_text())["step"])
-        except (OSError, ValueError, KeyError, TypeError):
+            path = folder / STATE_JSON
+            return int(loads_strict(path.read_bytes(), str(path), CheckpointError)["step"])
+        except (OSError, CheckpointError, KeyError, TypeError, ValueError):
             return None
 
     # ------------------------------------------------------------------ saving
 
     def _sequence_numbers(self) -> list[int]:
-        return sorted(int(p.name) for p in self._saves.iterdir() if p.name.isdigit() and len(p.name) == _SEQ_DIGITS)
+        return sorted(int(p.name) for p in self._saves.iterdir() if _SAVE_NAME.fullmatch(p.name))
 
     def publish(self, files: dict[str, bytes]) -> None:
         """Make ``files`` the run folder's content with one atomic rename (see the module doc).
@@ -472,9 +529,12 @@ class RunFolder:
     def _collect(self) -> None:
         """Remove killed saves' litter and every save but the current and the one before it."""
         for entry in os.scandir(self.path):
-            if _is_litter(entry.name):
-                _remove(Path(entry.path))
-        current = self._saves / CURRENT
+            if _is_litter(entry.name) and not entry.is_dir(follow_symlinks=False):  # temporaries are files or links
+                os.unlink(entry.path)
+        saves = _saves_folder(self.path)  # checked again: nothing below may run through a link
+        if saves is None:
+            return
+        current = saves / CURRENT
         keep = {CURRENT}
         if current.is_symlink():
             name = os.readlink(current)
@@ -482,12 +542,12 @@ class RunFolder:
             older = [n for n in self._sequence_numbers() if f"{n:0{_SEQ_DIGITS}d}" < name]
             if older:
                 keep.add(f"{older[-1]:0{_SEQ_DIGITS}d}")
-        for entry in os.scandir(self._saves):
-            if entry.name in keep:
-                continue
-            if entry.is_dir(follow_symlinks=False):
+        for entry in os.scandir(saves):
+            if entry.name in keep or not (_SAVE_NAME.fullmatch(entry.name) or _SAVES_LITTER.fullmatch(entry.name)):
+                continue  # not a name this module makes: the user's, left alone
+            if entry.is_dir(follow_symlinks=False):  # a real folder: rmtree never follows links inside it
                 shutil.rmtree(entry.path, ignore_errors=True)
-            else:
+            else:  # a file or a link (removed as a link, whatever it points to)
                 os.unlink(entry.path)
 
     # ------------------------------------------------------------------ closing
@@ -505,6 +565,28 @@ class RunFolder:
         self.close()
 
 
+def _open_lock(path: Path) -> int:
+    """Open (creating) the lock file ``path``; CheckpointError unless it is a regular file of its own.
+
+    The writer truncates and writes its pid into the lock: through a link, that would destroy whatever
+    file the link points to, so links are never followed (O_NOFOLLOW) and the opened file is checked."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO never hangs us
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise CheckpointError(f"{path} is not a regular file (a link, folder or device): refusing to use it") from e
+        raise CheckpointError(f"cannot create or write the run folder {path.parent}: {_reason(e)}") from e
+    try:
+        is_file = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        is_file = False
+    if not is_file:
+        os.close(fd)
+        raise CheckpointError(f"{path} is not a regular file (a link, folder or device): refusing to use it")
+    return fd
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -518,6 +600,6 @@ def _link(name: str) -> str:
 
 def _step_of(files: dict[str, bytes], default: int | None) -> int | None:
     try:
-        return int(json.loads(files[STATE_JSON])["step"])
-    except (KeyError, ValueError, TypeError):
+        return int(loads_strict(files[STATE_JSON], STATE_JSON, CheckpointError)["step"])
+    except (KeyError, ValueError, TypeError):  # CheckpointError is a ValueError
         return default
