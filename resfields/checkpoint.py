@@ -58,10 +58,12 @@ __all__ = [
     "check_arrays",
     "checkpoint_files",
     "checkpoint_path",
+    "fsync_path",
     "load_checkpoint",
     "load_field",
     "save_checkpoint",
     "save_field",
+    "write_files_atomically",
 ]
 
 CONFIG_NAME = "config.json"
@@ -235,7 +237,16 @@ def _writer_is_gone(temp_name: str) -> bool:
     return False
 
 
-def _write_atomically(folder: Path, files: dict[str, bytes]) -> None:
+def fsync_path(path: str | os.PathLike[str], *, directory: bool = False) -> None:
+    """Flush ``path`` (a file, or with ``directory=True`` a folder, making renames in it durable) to disk."""
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_files_atomically(folder: Path, files: dict[str, bytes]) -> None:
     """Write every file to a temporary sibling first, then rename them into place.
 
     If anything fails before the renames, the folder keeps its previous content (no half-written
@@ -326,7 +337,7 @@ def save_checkpoint(
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} exists and is not a directory")
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(folder, files)
+    write_files_atomically(folder, files)
     return folder
 
 

@@ -50,7 +50,7 @@ from safetensors.numpy import save as save_safetensors
 from tqdm import tqdm
 
 from resfields.backends import get_backend
-from resfields.checkpoint import checkpoint_files, load_checkpoint
+from resfields.checkpoint import checkpoint_files, load_checkpoint, write_files_atomically
 from resfields.errors import CheckpointError, DataError, ResFieldsError, SpecError, TrainingError
 from resfields.init import sample_parameters
 from resfields.tasks import get_task
@@ -69,7 +69,6 @@ from resfields.tasks.common.runfolder import (
     SavedRun,
     checkpoint_folder,
     sha256,
-    write_file_atomically,
 )
 from resfields.validate import short_names
 
@@ -354,7 +353,7 @@ def fit(
         }
         save(end, metrics, wall_time_s=train_time)
         try:
-            write_file_atomically(out / METRICS, _json_bytes(summary))
+            write_files_atomically(out, {METRICS: _json_bytes(summary)})
             _plot(out / CURVE, history, evals, run.task)
             if media:
                 task.write_media(predict, out / "media")
@@ -423,7 +422,7 @@ def evaluate_run(
         out = Path(out_dir)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            write_file_atomically(out / METRICS, _json_bytes(summary))
+            write_files_atomically(out, {METRICS: _json_bytes(summary)})
         except OSError as e:
             raise CheckpointError(f"cannot write {out / METRICS}: {e.strerror or e}") from e
         if media:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from resfields.checkpoint import shared_mode
+from resfields.checkpoint import fsync_path, shared_mode
 from resfields.errors import DataError, ShapeError
 from resfields.tasks.common.cameras import Camera, generate_rays, project
 
@@ -58,14 +58,6 @@ def to_uint8(images: Any) -> np.ndarray:
     return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _fsync(path: str | Path, *, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_bytes(path: Path, data: bytes) -> None:
     # Encoders write to memory and only this handle touches the disk: an encoder that fails while writing
     # a file of its own keeps that file open until it is garbage-collected (holding the disk, and
@@ -93,7 +85,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, shared_mode(0o666))  # mkstemp makes 0600 files; media files are shared like any file
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(OSError):
@@ -102,7 +94,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
             raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     with contextlib.suppress(OSError):  # the rename is durable once the folder is; not every OS can open one
-        _fsync(path.parent, directory=True)
+        fsync_path(path.parent, directory=True)
 
 
 def _rgb_frames(frames: Any) -> np.ndarray:

@@ -45,7 +45,7 @@ import numpy as np
 import safetensors
 from safetensors.numpy import load as load_safetensors
 
-from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, load_checkpoint, shared_mode
+from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, fsync_path, load_checkpoint, shared_mode
 from resfields.errors import CheckpointError
 from resfields.jsonio import loads_strict
 
@@ -59,7 +59,6 @@ __all__ = [
     "checkpoint_folder",
     "read_saved_run",
     "sha256",
-    "write_file_atomically",
 ]
 
 STATE_ARRAYS = "training_state.safetensors"
@@ -78,8 +77,8 @@ _SEQ_DIGITS = 8
 # and the temporary links that replace .run/current
 _SAVE_NAME = re.compile(r"[0-9]{8}")
 _SAVES_LITTER = re.compile(r"\.staging-.+|\.current-[0-9]{8}\.tmp")
-# at the top: temporaries of write_file_atomically (".metrics.json.XXXXXXXX.tmp"), of _link_top_level
-# (".config.json.<pid>.link.tmp") and of save_checkpoint's _write_atomically (".model.safetensors.<pid>.XXXX.tmp"),
+# at the top: temporaries of _link_top_level (".config.json.<pid>.link.tmp") and of
+# resfields.checkpoint.write_files_atomically (".metrics.json.<pid>.XXXX.tmp", ".model.safetensors.<pid>.XXXX.tmp"),
 # all ".<one of our file names>.<suffix>.tmp"
 _TOP_LITTER = re.compile(
     r"\.(?:" + "|".join(re.escape(name) for name in (*RUN_FILES, "metrics.json")) + r")\.[A-Za-z0-9_.]+\.tmp"
@@ -117,38 +116,12 @@ def _saves_folder(out: Path) -> Path | None:
     return saves
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_new_file(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` with one rename (a kill leaves the old file or the new one)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, shared_mode(0o666))
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _reason(err: OSError) -> str:
@@ -454,7 +427,7 @@ class RunFolder:
                     ) from e
                 raise CheckpointError(f"cannot write the run folder {self.path}: {_reason(e)}") from e
         if changed:
-            _fsync_dir(self.path)
+            fsync_path(self.path, directory=True)
 
     # ------------------------------------------------------------------ reading
 
@@ -492,17 +465,17 @@ class RunFolder:
             for name, data in files.items():
                 _write_new_file(staging / name, data)
             os.chmod(staging, shared_mode(0o777))  # mkdtemp makes 0700; a run folder is shared like any folder
-            _fsync_dir(staging)
+            fsync_path(staging, directory=True)
             numbers = self._sequence_numbers()
             final = self._saves / f"{(numbers[-1] + 1 if numbers else 1):0{_SEQ_DIGITS}d}"
             os.rename(staging, final)
             staging = None
-            _fsync_dir(self._saves)  # the save's name is durable before anything points at it
+            fsync_path(self._saves, directory=True)  # the save's name is durable before anything points at it
             link = self._saves / f".current-{final.name}.tmp"
             os.symlink(final.name, link)
             os.replace(link, self._saves / CURRENT)
             link = None
-            _fsync_dir(self._saves)
+            fsync_path(self._saves, directory=True)
         except OSError as e:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
