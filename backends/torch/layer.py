@@ -17,7 +17,7 @@ from resfields.errors import SpecError
 from resfields.spec import Init, LinearSpec, ResFieldSpec, init_rules, parameter_shapes
 from resfields.validate import check_input_dtype, check_input_features
 
-from .plan import FramePlan, plan_frames
+from .plan import FramePlan, plan_frames, upper_knot
 from .strategy import STRATEGIES, run
 
 __all__ = ["ResFieldLinear", "check_dtype", "init_parameter_"]
@@ -114,16 +114,23 @@ class ResFieldLinear(nn.Module):
             return self.out_factors[:, :, None] * self.in_factors[:, None, :]
         return torch.einsum("abd,bo,di->aoi", self.core, self.out_factors, self.in_factors)
 
-    def residuals_at(self, index: torch.Tensor, blend: torch.Tensor | None = None) -> torch.Tensor:
-        """``dW`` at coefficient indices ``index`` ``(K,)`` -> ``(K, O, I)``; with ``blend`` ``(K,)``, at
-        ``index + blend`` (a linear blend of the coefficients, which ``dW`` is linear in)."""
+    def coefficients_at(self, index: torch.Tensor, blend: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows of the time table at coefficient indices ``index`` ``(K,)``: ``(K, R)`` coefficients, or
+        ``(K, O, I)`` residuals for compression "none"; with ``blend`` ``(K,)``, at ``index + blend``
+        (a linear blend with the upper knot, which ``dW`` is linear in)."""
         rf = self.spec.resfield
         table = self.residuals if rf.compression == "none" else self.coefficients
         picked = table.index_select(0, index)
-        if blend is not None:
-            upper = table.index_select(0, (index + 1).clamp(max=rf.capacity - 1))
-            picked = torch.lerp(picked, upper, blend.to(picked.dtype).reshape((-1,) + (1,) * (picked.ndim - 1)))
-        if rf.compression == "none":
+        if blend is None:
+            return picked
+        upper = table.index_select(0, upper_knot(index, rf.capacity))
+        return torch.lerp(picked, upper, blend.to(picked.dtype).reshape((-1,) + (1,) * (picked.ndim - 1)))
+
+    def residuals_at(self, index: torch.Tensor, blend: torch.Tensor | None = None) -> torch.Tensor:
+        """``dW`` at coefficient indices ``index`` ``(K,)`` (and ``blend``, see :meth:`coefficients_at`)
+        -> ``(K, O, I)``."""
+        picked = self.coefficients_at(index, blend)
+        if self.spec.resfield.compression == "none":
             return picked
         basis = self.residual_basis()
         return (picked @ basis.reshape(basis.shape[0], -1)).reshape(-1, self.out_features, self.in_features)

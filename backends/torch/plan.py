@@ -23,9 +23,14 @@ from resfields.errors import SpecError
 from resfields.spec import ResFieldSpec
 from resfields.validate import broadcast_time_shape, check_frame_range, check_time_arguments, check_times, row_split
 
-__all__ = ["FramePlan", "Groups", "plan_frames"]
+__all__ = ["FramePlan", "Groups", "plan_frames", "upper_knot"]
 
 _KNOT_SNAP = 1e-5  # the largest snap to a knot, in units of coefficient spacing
+
+
+def upper_knot(index: torch.Tensor, capacity: int) -> torch.Tensor:
+    """The knot above each coefficient index (the last knot is its own upper knot)."""
+    return (index + 1).clamp(max=capacity - 1)
 
 
 class Groups:
@@ -65,11 +70,6 @@ class FramePlan:
         self.index, self.blend = index, blend
         self._order: torch.Tensor | None = None
         self._groups: Groups | None = None
-
-    @property
-    def upper(self) -> torch.Tensor:
-        """``(rows,)`` long, the upper knot of each row (interpolation; the last knot stays put)."""
-        return (self.index + 1).clamp(max=self.capacity - 1)
 
     def check(self, rf: ResFieldSpec, lead: tuple[int, ...]) -> None:
         """A layer may use this plan only for its own batch shape, capacity and mode."""

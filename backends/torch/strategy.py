@@ -41,7 +41,7 @@ from torch import nn
 from resfields.errors import SpecError
 
 from .grouped import grouped_linear
-from .plan import FramePlan
+from .plan import FramePlan, upper_knot
 
 if TYPE_CHECKING:
     from .layer import ResFieldLinear
@@ -127,9 +127,7 @@ def _grouped(layer: ResFieldLinear, x: torch.Tensor, plan: FramePlan) -> torch.T
     bank = layer.weight + residuals
     blend = plan.blend
     if blend is not None:  # [W_lo; W_hi - W_lo] per frame: one (2 O, I) GEMM for rows off the knot
-        bank = torch.cat(
-            [bank, layer.residuals_at((groups.frames + 1).clamp(max=plan.capacity - 1)) - residuals], dim=1
-        )
+        bank = torch.cat([bank, layer.residuals_at(upper_knot(groups.frames, plan.capacity)) - residuals], dim=1)
     # a custom operator is outside autocast: it gets the compute dtype explicitly
     dtype = compute_dtype(x)
     bias = None if layer.bias is None else layer.bias.to(dtype)  # added inside the GEMMs (addmm)
@@ -141,9 +139,7 @@ def _lowrank(layer: ResFieldLinear, x: torch.Tensor, plan: FramePlan) -> torch.T
     rf = layer.spec.resfield
     if rf.compression == "none":
         raise SpecError("strategy 'lowrank' needs a low-rank residual (vm, cp or tucker), not compression 'none'")
-    c = layer.coefficients.index_select(0, plan.index)  # (rows, R)
-    if plan.blend is not None:
-        c = torch.lerp(c, layer.coefficients.index_select(0, plan.upper), plan.blend.to(c.dtype)[:, None])
+    c = layer.coefficients_at(plan.index, plan.blend)  # (rows, R)
     y = nn.functional.linear(x, layer.weight, layer.bias)
     if rf.compression == "vm":  # sum_r c_r (x M_r^T): one (N, I) x (I, R O) GEMM
         rank = layer.matrices.shape[0]
