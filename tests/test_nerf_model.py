@@ -10,16 +10,17 @@ from resfields.backends import get_backend
 from resfields.checkpoint import load_checkpoint, save_checkpoint
 from resfields.errors import DataError, SpecError
 from resfields.init import sample_parameters
-from resfields.tasks.nerf.data import read_neus
 from resfields.tasks.nerf.model import (
     LATENT_METHODS,
     METHODS,
     NerfModelConfig,
+    nerf_forward,
     nerf_loss,
     nerf_spec,
     render_batch,
     rigid_motion,
 )
+from resfields.tasks.nerf.neus import read_neus
 from resfields.tasks.nerf.rays import RaySampler, ray_distance_from_depth
 from resfields.tasks.nerf.scene import make_scene
 
@@ -27,6 +28,11 @@ from resfields.tasks.nerf.scene import make_scene
 def _config(method: str, **kw) -> NerfModelConfig:
     small = dict(width=32, n_layers=5, resfield_layers=(1, 2, 3), rank=2, feature_dim=8, color_width=32, latent_dim=4)
     return NerfModelConfig(method=method, **{**small, **kw})
+
+
+def sphere_query(batch):
+    """A stand-in for the model's SDF query: the geometric-init sphere of radius 0.5."""
+    return {"sdf": np.linalg.norm(batch["points"], axis=-1, keepdims=True) - 0.5, "beta": np.array([0.1])}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +63,7 @@ def test_spec_per_method(method, tmp_path):
 
 
 def test_ray_batches_are_frame_major_and_balanced(video):
-    batch = RaySampler(video, n_samples=8).sample(np.random.default_rng(0), 10)
+    batch = RaySampler(video, n_samples=8).sample(np.random.default_rng(0), 10, sphere_query)
     assert batch["points"].shape == (3, 10, 8, 3) and batch["rgb"].shape == (3, 10, 3)
     assert batch["mask"][:, :5].min() == 1 and batch["mask"][:, 5:].max() == 0  # half foreground, half background
     np.testing.assert_allclose(batch["t_starts"][..., 1:], batch["t_ends"][..., :-1])  # intervals tile the ray
@@ -77,7 +83,12 @@ def test_torch_training_on_the_embedded_scene(method, video):
         forward=lambda m, b: render_batch(m, b, config, impl.concat),
     )
     sampler = RaySampler(video, n_samples=16)
-    losses = [trainer.step(sampler.sample(np.random.default_rng(s), 8)) for s in range(30)]
+    forward = nerf_forward(config, impl.concat)
+
+    def query(batch):  # the surface is found with the model being trained, as in fit
+        return impl.infer(trainer.model, forward, batch)
+
+    losses = [trainer.step(sampler.sample(np.random.default_rng(s), 8, query)) for s in range(30)]
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses[::5]
     trained = impl.to_numpy(trainer.model)
     assert trained["beta"][0] != pytest.approx(arrays["beta"][0])
@@ -89,7 +100,7 @@ def test_render_outputs_have_their_shapes(video):
     config = _config("tnerf")
     model = get_backend("torch").build(nerf_spec(config, video.n_frames))
     batch = {
-        k: torch.as_tensor(v) for k, v in RaySampler(video, n_samples=8).sample(np.random.default_rng(1), 4).items()
+        k: torch.as_tensor(v) for k, v in RaySampler(video, n_samples=8).sample(np.random.default_rng(1), 4, sphere_query).items()
     }
     with torch.no_grad():
         out = render_batch(model, batch, config, get_backend("torch").concat)
@@ -107,7 +118,7 @@ def test_tinygrad_renders_what_torch_renders(method, video):
     config = _config(method)
     spec = nerf_spec(config, video.n_frames)
     arrays = sample_parameters(spec, seed=0)
-    batch = RaySampler(video, n_samples=16).sample(np.random.default_rng(0), 8)
+    batch = RaySampler(video, n_samples=16).sample(np.random.default_rng(0), 8, sphere_query)
     torch_impl, tiny_impl = get_backend("torch"), get_backend("tinygrad")
     a = render_batch(
         torch_impl.build(spec, arrays), {k: torch.as_tensor(v) for k, v in batch.items()}, config, torch_impl.concat
@@ -135,7 +146,7 @@ def test_depth_maps_become_ray_distances(video):
 
 
 def test_rgbd_batches_and_losses(video):
-    batch = RaySampler(video, n_samples=8, depth=True).sample(np.random.default_rng(0), 6)
+    batch = RaySampler(video, n_samples=8, depth=True).sample(np.random.default_rng(0), 6, sphere_query)
     assert batch["depth"].shape == (3, 6, 1) and set(np.unique(batch["depth_valid"])) <= {0.0, 1.0}
     assert (batch["depth"][:, :3] > 0).all()  # foreground rays of the embedded scene all have depth
     t = {k: torch.as_tensor(v) for k, v in batch.items()}

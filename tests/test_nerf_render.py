@@ -1,5 +1,5 @@
-"""SDF volume rendering: ray-box intersection, stratified intervals, Laplace density, quadrature weights,
-render_rays on an analytic sphere (torch and tinygrad) and chunked render_image."""
+"""SDF volume rendering primitives: ray-box intersection, stratified intervals, Laplace density,
+quadrature weights, accumulation (the pipeline built from them: test_nerf_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -12,37 +12,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from resfields.errors import DataError, ShapeError
-from resfields.tasks.common.cameras import Camera, intrinsics_from_fov, look_at
 from resfields.tasks.nerf import render as nr
 
 BOX = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
-RADIUS = 0.5
-COLOUR = (0.9, 0.2, 0.1)
 
 
 def to_torch64(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=np.float64))
-
-
-def to_torch32(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(array, dtype=np.float32))
-
-
-def to_numpy(tensor) -> np.ndarray:
-    return tensor.numpy()
-
-
-def sphere_field(points, directions):
-    """Sphere SDF of radius 0.5 at the origin (torch): constant colour, analytic outward normals."""
-    norm = (points * points).sum(-1).sqrt()
-    return {"sdf": norm - RADIUS, "rgb": points * 0 + points.new_tensor(COLOUR), "normals": points / norm.unsqueeze(-1)}
-
-
-def textured_sphere_field(points, directions):
-    """Same sphere, colour varying with position and view direction, written only with shared methods."""
-    norm = (points * points).sum(-1).sqrt()
-    rgb = (points.abs() + directions * 0.25).clip(0.0, 1.0)
-    return {"sdf": norm - RADIUS, "rgb": rgb, "normals": points / norm.unsqueeze(-1)}
 
 
 # ----------------------------------------------------------------------------- ray-box intersection
@@ -206,111 +182,5 @@ def test_accumulate_and_composite() -> None:
     np.testing.assert_allclose(nr.accumulate_along_rays(weights, values).numpy(), [[1.75, 2.5], [0.0, 0.0]])
     opacity = nr.accumulate_along_rays(weights)
     np.testing.assert_allclose(opacity.numpy(), [[0.75], [0.0]])
-    rgb = to_torch64([[0.3, 0.3, 0.3], [0.0, 0.0, 0.0]])
-    out = nr.composite_background(rgb, opacity, to_torch64([0.4, 0.8, 1.0]))
-    np.testing.assert_allclose(out.numpy(), [[0.4, 0.5, 0.55], [0.4, 0.8, 1.0]])
 
 
-# ----------------------------------------------------------------------------- render_rays
-
-
-@pytest.mark.parametrize("seed", [None, 1])
-def test_render_rays_on_an_analytic_sphere(seed) -> None:
-    origins = np.array([[0.0, 0.0, -3.0], [0.0, 3.0, -3.0], [0.0, 0.8, -3.0]])  # centre, misses box, misses sphere
-    directions = np.array([[0.0, 0.0, 1.0]] * 3)
-    background = (0.2, 0.4, 0.6)
-    rng = None if seed is None else np.random.default_rng(seed)
-    out = nr.render_rays(
-        sphere_field, origins, directions, BOX, beta=1e-3, n_samples=64, rng=rng, background=background,
-        to_tensor=to_torch64,
-    )  # fmt: skip
-    rgb, opacity, depth, normals = (out[key].numpy() for key in ("rgb", "opacity", "depth", "normals"))
-    assert out["hit"].tolist() == [True, False, True] and out["weights"].shape == (3, 64)
-    spacing = 2.0 / 64  # the box segment is [2, 4] for all three rays
-    assert opacity[0, 0] == pytest.approx(1.0, abs=1e-6)
-    assert abs(depth[0, 0] - (3.0 - RADIUS)) <= 2 * spacing  # jittered intervals can be up to 2 bins wide
-    np.testing.assert_allclose(rgb[0], COLOUR, atol=1e-6)
-    np.testing.assert_allclose(normals[0], [0.0, 0.0, -1.0], atol=1e-6)  # faces the camera
-    # Outside the box: zero-length intervals, so exactly zero weight and exactly the background.
-    assert np.all(out["weights"][1].numpy() == 0.0) and opacity[1, 0] == 0.0 and depth[1, 0] == 0.0
-    np.testing.assert_array_equal(rgb[1], np.array(background, dtype=np.float32))
-    # Inside the box but 0.3 from the sphere: density exp(-300) / beta, nothing visible.
-    assert opacity[2, 0] < 1e-12
-    np.testing.assert_allclose(rgb[2], background, atol=1e-6)
-
-
-def test_render_rays_passes_gradients_to_the_field_and_beta() -> None:
-    radius = torch.tensor(0.45, dtype=torch.float64, requires_grad=True)
-    beta_param = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
-
-    def field(points, directions):
-        norm = (points * points).sum(-1).sqrt()
-        return {"sdf": norm - radius, "rgb": points.abs()}
-
-    out = nr.render_rays(
-        field, [[0.1, 0.0, -3.0]], [[0.0, 0.0, 1.0]], BOX, beta=beta_param.abs() + 1e-4, n_samples=32,
-        rng=np.random.default_rng(0), to_tensor=to_torch64,
-    )  # fmt: skip
-    out["depth"].sum().backward()
-    assert radius.grad.item() < 0  # a bigger sphere is hit earlier: smaller depth
-    assert torch.isfinite(beta_param.grad) and beta_param.grad.item() != 0
-
-
-def test_render_rays_checks_the_field_output() -> None:
-    def flat_sdf(points, directions):
-        return {"sdf": points.sum(-1).unsqueeze(-1), "rgb": points}
-
-    with pytest.raises(ShapeError, match=r"'sdf' must have shape \(1, 4\)"):
-        nr.render_rays(flat_sdf, [[0, 0, -3]], [[0, 0, 1]], BOX, beta=0.1, n_samples=4, to_tensor=to_torch64)
-    with pytest.raises(DataError, match="'sdf' and 'rgb'"):
-        nr.render_rays(lambda p, d: {"rgb": p}, [[0, 0, -3]], [[0, 0, 1]], BOX, beta=0.1, to_tensor=to_torch64)
-
-
-def small_camera(height: int, width: int) -> Camera:
-    return Camera(intrinsics_from_fov(height, width, 30.0), look_at((0.4, -0.3, -3.0), (0.0, 0.0, 0.0)), height, width)
-
-
-def test_render_rays_agrees_on_torch_and_tinygrad() -> None:
-    from tinygrad import Tensor
-
-    origins, directions = nr.rays_from_camera(small_camera(2, 4))  # 8 rays, some hit the sphere, some not
-
-    def render(to_tensor):
-        beta = to_tensor(np.array(0.05, dtype=np.float32))
-        return nr.render_rays(
-            textured_sphere_field, origins, directions, BOX, beta=beta, n_samples=16, background=(1.0, 1.0, 1.0),
-            rng=np.random.default_rng(7), to_tensor=to_tensor,
-        )  # fmt: skip
-
-    reference = render(to_torch32)
-    tiny = render(lambda array: Tensor(np.ascontiguousarray(array, dtype=np.float32)))
-    assert 0 < reference["opacity"].min() < 0.01 and reference["opacity"].max() > 0.5  # both kinds of rays
-    for key in ("rgb", "opacity", "depth", "normals", "weights"):
-        np.testing.assert_allclose(tiny[key].numpy(), reference[key].numpy(), atol=1e-5, err_msg=key)
-
-
-# ----------------------------------------------------------------------------- render_image
-
-
-def test_render_image_chunks_equal_the_unchunked_render() -> None:
-    camera = small_camera(5, 6)  # 30 rays
-    kwargs = {"beta": 0.05, "n_samples": 16, "background": 1.0, "to_tensor": to_torch64, "to_numpy": to_numpy}
-    seen = []
-
-    def field(points, directions):
-        seen.append(points.shape[0])
-        return sphere_field(points, directions)
-
-    chunked = nr.render_image(field, camera, BOX, chunk=7, **kwargs)  # 4 full chunks and 2 rays padded to 7
-    assert seen == [7] * 5
-    whole = nr.render_image(sphere_field, camera, BOX, chunk=30, **kwargs)
-    origins, directions = nr.rays_from_camera(camera)
-    direct = nr.render_rays(
-        sphere_field, origins, directions, BOX, beta=0.05, n_samples=16, background=1.0, to_tensor=to_torch64
-    )
-    assert set(chunked) == {"rgb", "opacity", "depth", "normals", "hit"}
-    assert chunked["rgb"].shape == (5, 6, 3) and chunked["depth"].shape == (5, 6) and chunked["hit"].shape == (5, 6)
-    for key, image in chunked.items():
-        np.testing.assert_allclose(image, whole[key], atol=1e-12, err_msg=key)
-    np.testing.assert_allclose(chunked["rgb"], direct["rgb"].numpy().reshape(5, 6, 3), atol=1e-12)
-    np.testing.assert_allclose(chunked["depth"], direct["depth"].numpy().reshape(5, 6), atol=1e-12)

@@ -3,6 +3,8 @@
 Camera frame: x points right, y points down, the camera looks along +z. Pixel ``(u, v)`` (column, row)
 covers ``[u, u + 1) x [v, v + 1)`` in continuous pixel coordinates, so its centre is ``(u + 0.5, v + 0.5)``
 and the image spans ``[0, width] x [0, height]``. ``cam_to_world`` maps camera-frame points to world points.
+A projection matrix (3, 4) is ``K [R^T | -R^T c]`` (:attr:`Camera.projection`); :func:`decompose_projection`
+splits one back into ``K`` and ``cam_to_world``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from resfields.errors import DataError, ShapeError
 
 __all__ = [
     "Camera",
+    "decompose_projection",
     "generate_rays",
     "intrinsics_from_fov",
     "look_at",
@@ -266,3 +269,39 @@ def project(camera: Camera, points: Any) -> tuple[np.ndarray, np.ndarray]:
     homog = cam[front] @ camera.intrinsics.T
     pixels[front] = homog[:, :2] / homog[:, 2:3]
     return pixels, depth
+
+
+def decompose_projection(projection: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Split a projection matrix (3, 4) or (4, 4) (rows beyond 3 ignored) into ``K`` (3, 3) and ``cam_to_world`` (4, 4).
+
+    ``projection ~ K [R | t]`` up to any non-zero scale, including a negative one. An RQ decomposition
+    of the left 3 x 3 block gives an upper-triangular factor and a rotation; signs are fixed so that
+    ``K`` has a positive diagonal and the rotation has determinant +1 (flipping the sign of the whole
+    matrix when needed, which does not change the projection), then ``K`` is divided by ``K[2, 2]``.
+    The camera is OpenCV-style (looks along +z), as in NeuS. DataError for non-finite or singular input.
+    """
+    from scipy.linalg import rq
+
+    P = np.asarray(projection, dtype=np.float64)
+    if P.shape not in ((3, 4), (4, 4)):
+        raise ShapeError(f"decompose_projection: projection must have shape (3, 4) or (4, 4), got {P.shape}")
+    if not np.isfinite(P).all():
+        raise DataError("decompose_projection: projection contains NaN or infinite values")
+    P = P[:3]
+    M = P[:, :3]
+    det = np.linalg.det(M)
+    if not abs(det) > 1e-12 * np.linalg.norm(M) ** 3:
+        raise DataError("decompose_projection: the left 3 x 3 block is singular; not a pinhole projection")
+    if det < 0:
+        P = -P  # -P projects every point to the same pixel; this keeps det(R) = +1 below
+    upper, ortho = rq(P[:, :3])
+    signs = np.sign(np.diag(upper))
+    upper = upper * signs  # scales columns: upper @ D
+    rotation = signs[:, None] * ortho  # D @ ortho, so upper @ rotation is unchanged (D @ D = I)
+    translation = np.linalg.solve(upper, P[:, 3])
+    K = np.triu(upper / upper[2, 2])
+    K[2] = (0.0, 0.0, 1.0)
+    pose = np.eye(4)
+    pose[:3, :3] = rotation.T
+    pose[:3, 3] = -rotation.T @ translation
+    return K, pose

@@ -271,6 +271,8 @@ def fit(
         if saved is not None:
             trainer.load_optimizer_state(saved.optimizer)
         predict = _predictor(impl, model, forward, trainer.predict)
+        if hasattr(task, "bind"):  # a task whose batches depend on the model (a NeRF's surface sampler)
+            task.bind(predict)
         metadata: dict[str, Any] = {"task": run.task, "run": config_to_dict(run), "backend": backend}
         if hasattr(task, "metadata"):
             metadata["scene"] = task.metadata()

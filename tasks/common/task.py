@@ -59,7 +59,10 @@ class Task(Protocol):
         forward(model, batch)`` when its model is not called as ``model(x, frame_ids, times)`` (e.g.
         a NeRF that renders rays); then ``predict(batch)`` takes a NumPy batch and returns the
         forward's outputs as a dict of NumPy arrays. ``metadata() -> dict`` (optional) is stored in the
-        checkpoint as ``scene``: what using the model needs besides its weights (e.g. a NeRF's box)."""
+        checkpoint as ``scene``: what using the model needs besides its weights (e.g. a NeRF's box).
+        ``bind(predict)`` (optional) is called once before training with the model's no-gradient
+        ``predict``, for tasks whose batches depend on the model (a NeRF samples where its SDF has the
+        surface); such a ``sample`` must stay a pure function of the model, ``rng`` and ``step``."""
 
     def write_media(self, predict: Predict, out_dir: Path) -> list[Path]:
         """Images, videos and meshes people would rather look at; returns the files written."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,24 +28,21 @@ from resfields.spec import ModelSpec, frame_to_time
 from resfields.tasks.common.cameras import Camera, orbit_cameras
 from resfields.tasks.common.config import config_from_dict
 
-from .model import LATENT_METHODS, NerfModelConfig, difference_offsets, nerf_spec
-from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
+from .model import LATENT_METHODS, NerfModelConfig, nerf_forward, nerf_spec
+from .pipeline import OUTPUTS, Predict, Sampler, query_batch, render_view
+from .sampling import FRONT, OccupancyGrid, occupancy_from_sdf
 
 __all__ = [
     "FittedNerf",
     "SceneMetadata",
     "StoredCamera",
-    "camera_batches",
     "camera_from_dict",
     "camera_to_dict",
     "cameras_from_json",
     "load_nerf",
-    "render_view",
     "resolve_time",
     "scene_from_metadata",
 ]
-
-OUTPUTS = ("rgb", "opacity", "depth", "normals")
 
 
 def resolve_time(n_frames: int, *, time: float | None = None, frame: int | None = None) -> tuple[float, int]:
@@ -61,75 +58,6 @@ def resolve_time(n_frames: int, *, time: float | None = None, frame: int | None 
         raise FrameError(f"time must be a finite number in [-1, 1] (the normalised time convention), got {time!r}")
     nearest = 0 if n_frames == 1 else round((t + 1.0) / 2.0 * (n_frames - 1))
     return t, int(nearest)
-
-
-def camera_batches(
-    camera: Camera,
-    bounds: np.ndarray,
-    *,
-    n_samples: int,
-    chunk: int,
-    time: float,
-    frame: int,
-    fd_step: float,
-) -> Iterator[tuple[dict[str, np.ndarray], int]]:
-    """The rays of a whole image as fixed-size batches (last one padded): yields ``(batch, filled)``.
-
-    ``batch`` holds one frame of ``chunk`` rays: ``points``/``dirs`` (1, chunk, S, 3), ``t_starts``/
-    ``t_ends`` (1, chunk, S), ``time`` (1, 1, 1, 1), ``frame`` (1, 1, 1), ``offsets``; ``filled`` rows
-    are real rays. Bin midpoints (no jitter): rendering is deterministic.
-    """
-    origins, dirs = rays_from_camera(camera)
-    for start in range(0, len(origins), chunk):
-        o, d = origins[start : start + chunk], dirs[start : start + chunk]
-        filled = len(o)
-        if filled < chunk:  # pad: compiled backends see one shape
-            o = np.concatenate([o, np.repeat(o[-1:], chunk - filled, 0)])
-            d = np.concatenate([d, np.repeat(d[-1:], chunk - filled, 0)])
-        near, far, _ = ray_box_intersection(o, d, bounds)
-        t0, t1 = stratified_samples(near, far, n_samples, None)
-        batch = {
-            "points": sample_points(o, d, t0, t1)[None],
-            "dirs": np.broadcast_to(d[None, :, None, :], (1, chunk, n_samples, 3)).astype(np.float32),
-            "t_starts": t0[None],
-            "t_ends": t1[None],
-            "time": np.full((1, 1, 1, 1), time, np.float32),
-            "frame": np.full((1, 1, 1), frame, np.int64),
-            "offsets": difference_offsets(fd_step),
-        }
-        yield batch, filled
-
-
-def render_view(
-    predict: Any,
-    camera: Camera,
-    bounds: np.ndarray,
-    config: NerfModelConfig,
-    *,
-    n_samples: int,
-    chunk: int,
-    time: float,
-    frame: int,
-    background: float = 1.0,
-) -> dict[str, np.ndarray]:
-    """Render one view: ``rgb`` (H, W, 3) composited on ``background``, ``opacity`` and ``depth``
-    (H, W) (distance along the unit ray), ``normals`` (H, W, 3) (world space, opacity-weighted)."""
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in OUTPUTS}
-    batches = camera_batches(
-        camera, bounds, n_samples=n_samples, chunk=chunk, time=time, frame=frame, fd_step=config.fd_step
-    )
-    for batch, filled in batches:
-        out = predict(batch)
-        for key in OUTPUTS:
-            parts[key].append(out[key][0, :filled])
-    h, w = camera.height, camera.width
-    rgb, opacity = np.concatenate(parts["rgb"]), np.concatenate(parts["opacity"])
-    return {
-        "rgb": np.clip(rgb + (1.0 - opacity) * background, 0, 1).reshape(h, w, 3),
-        "opacity": opacity.reshape(h, w),
-        "depth": np.concatenate(parts["depth"]).reshape(h, w),
-        "normals": np.concatenate(parts["normals"]).reshape(h, w, 3),
-    }
 
 
 def cameras_from_json(path: str | Path) -> list[Camera]:
@@ -150,17 +78,25 @@ class FittedNerf:
     """A trained dynamic NeRF on a backend. Build it with :func:`load_nerf`.
 
     Attributes: ``config`` (the model recipe), ``n_frames``, ``bounds`` (2, 3) scene box,
-    ``n_samples`` samples per ray, ``predict(batch) -> dict of arrays`` (the model's forward pass on a
-    NumPy batch, see :func:`~resfields.tasks.nerf.model.render_batch`), ``chunk`` rays per call.
+    ``n_samples`` intervals per ray at the surface and ``n_coarse`` SDF queries per ray to find it
+    (:mod:`~resfields.tasks.nerf.sampling`), ``predict(batch) -> dict of arrays`` (the model's forward
+    on a NumPy batch, :func:`~resfields.tasks.nerf.model.nerf_forward`), ``chunk`` rays per call,
+    ``grid_resolution`` cells per axis of the occupancy grid built (once per time) from the SDF, so
+    that rays through empty space cost nothing (0: no grid), and ``sampler`` ("surface", or
+    "stratified": ``n_samples`` equal intervals over the box, the dense reference).
     """
 
     config: NerfModelConfig
     n_frames: int
     bounds: np.ndarray
     n_samples: int
-    predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    predict: Predict
     chunk: int = 1024
     dataset_cameras: dict[str, Camera] | None = None  # the training data's cameras, by name (cam00, ...)
+    n_coarse: int = 32
+    grid_resolution: int = 32
+    sampler: Sampler = "surface"
+    _grids: dict[float, OccupancyGrid] = field(default_factory=dict, repr=False)
 
     def nearest_frame(self, time: float) -> int:
         """The frame closest to normalised ``time``."""
@@ -177,22 +113,57 @@ class FittedNerf:
             )
         return t, nearest
 
+    def sdf(self, points: np.ndarray, *, time: float | None = None, frame: int | None = None) -> np.ndarray:
+        """The signed distance at ``points`` (N, 3) at a normalised ``time`` or a ``frame`` -> (N,)."""
+        t, nearest = self.check_time(time=time, frame=frame)
+        return self._sdf_at(t, nearest)(np.asarray(points, np.float32).reshape(-1, 3))
+
+    def _sdf_at(self, t: float, frame: int) -> Callable[[np.ndarray], np.ndarray]:
+        chunk = 16384
+
+        def sdf_at(points: np.ndarray) -> np.ndarray:
+            values = []
+            for start in range(0, len(points), chunk):
+                part = points[start : start + chunk]
+                filled = len(part)
+                part = np.concatenate([part, np.zeros((chunk - filled, 3), np.float32)])  # one shape per call
+                out = self.predict(query_batch(part.reshape(1, chunk, 1, 3), np.array([t]), np.array([frame])))
+                values.append(np.asarray(out["sdf"]).reshape(-1)[:filled])
+            return np.concatenate(values) if values else np.zeros(0, np.float32)
+
+        return sdf_at
+
+    def occupancy(self, *, time: float | None = None, frame: int | None = None) -> OccupancyGrid:
+        """The occupancy grid of the scene at a ``time`` or ``frame`` (built on first use, then kept)."""
+        t, nearest = self.check_time(time=time, frame=frame)
+        if t not in self._grids:
+            probe = self.predict(query_batch(np.zeros((1, 1, 1, 3)), np.array([t]), np.array([nearest])))
+            margin = FRONT * float(np.asarray(probe["beta"]).reshape(-1)[0])  # where the density still has weight
+            self._grids[t] = occupancy_from_sdf(
+                self._sdf_at(t, nearest), self.bounds, resolution=self.grid_resolution, margin=margin
+            )
+        return self._grids[t]
+
     def render(
         self, camera: Camera, *, time: float | None = None, frame: int | None = None, background: float = 1.0
     ) -> dict[str, np.ndarray]:
         """Render ``camera`` at a normalised ``time`` or a ``frame``: ``rgb`` (H, W, 3) on
         ``background``, ``opacity``/``depth`` (H, W), ``normals`` (H, W, 3)."""
         t, nearest = self.check_time(time=time, frame=frame)
+        use_grid = self.grid_resolution > 0
         return render_view(
             self.predict,
             camera,
             self.bounds,
-            self.config,
-            n_samples=self.n_samples,
-            chunk=self.chunk,
+            background=background,
             time=t,
             frame=nearest,
-            background=background,
+            fd_step=self.config.fd_step,
+            n_coarse=self.n_coarse,
+            n_samples=self.n_samples,
+            chunk=self.chunk,
+            grid=self.occupancy(time=t) if use_grid else None,
+            sampler=self.sampler,
         )
 
     def orbit(
@@ -229,18 +200,8 @@ class FittedNerf:
         from resfields.tasks.common.meshes import extract_mesh, grid_points
 
         t, frame = resolve_time(self.n_frames, frame=frame)
-        points, chunk, values = grid_points(resolution), 16384, []
-        for start in range(0, len(points), chunk):
-            part = points[start : start + chunk]
-            filled = len(part)
-            part = np.concatenate([part, np.zeros((chunk - filled, 3), np.float32)])
-            batch = {
-                "points": part.reshape(1, chunk, 1, 3),
-                "time": np.full((1, 1, 1, 1), t, np.float32),
-                "frame": np.full((1, 1, 1), frame, np.int64),
-            }
-            values.append(self.predict(batch)["sdf"].reshape(-1)[:filled])
-        return extract_mesh(np.concatenate(values).reshape(resolution, resolution, resolution))
+        values = self._sdf_at(t, frame)(grid_points(resolution))
+        return extract_mesh(values.reshape(resolution, resolution, resolution))
 
     def export_mesh(self, frame: int, path: str | Path, resolution: int = 128) -> Path:
         """Write :meth:`mesh` of ``frame`` to ``path`` (.ply or .obj); DataError if there is no surface."""
@@ -264,8 +225,6 @@ def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None 
     from resfields.backends import get_backend
     from resfields.tasks.common.fit import load_run
 
-    from .task import NerfTask
-
     try:
         run, ckpt = load_run(folder)
     except SpecError as err:  # a bad run config inside a checkpoint is a bad checkpoint
@@ -277,7 +236,7 @@ def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None 
     scene = scene_from_metadata(ckpt.metadata["scene"], f"{folder}: config.json", model=run.model, spec=ckpt.spec)
     impl = get_backend(backend)
     model = impl.build(ckpt.spec, ckpt.arrays, device)
-    forward = NerfTask(run.data, run.model).make_forward(impl)
+    forward = nerf_forward(run.model, impl.concat)
     return FittedNerf(
         config=run.model,
         n_frames=scene.n_frames,
@@ -286,6 +245,7 @@ def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None 
         predict=lambda batch: impl.infer(model, forward, batch),
         chunk=run.data.eval_chunk,
         dataset_cameras=dict(scene.cameras),
+        n_coarse=run.data.n_coarse,
     )
 
 

@@ -24,6 +24,7 @@ upstream: the time/latent inputs are encoded together with the position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,6 +40,7 @@ __all__ = [
     "METHODS",
     "NerfModelConfig",
     "difference_offsets",
+    "nerf_forward",
     "nerf_loss",
     "nerf_spec",
     "render_batch",
@@ -190,7 +192,7 @@ def render_batch(model: Any, batch: dict[str, Any], config: NerfModelConfig, con
     grad_norm = (grad.square().sum(-1) + 1e-12).sqrt()
     normals = grad / grad_norm.unsqueeze(-1)
     color = model.color(concat([points, normals, batch["dirs"], feature], -1), validate=False).sigmoid()
-    sigma = laplace_density(sdf[..., 0], model.beta.abs() + BETA_MIN)
+    sigma = laplace_density(sdf[..., 0], density_scale(model))
     weights, _, _ = render_weight_from_density(batch["t_starts"], batch["t_ends"], sigma)
     mids = ((batch["t_starts"] + batch["t_ends"]) * 0.5).unsqueeze(-1)
     return {
@@ -201,6 +203,27 @@ def render_batch(model: Any, batch: dict[str, Any], config: NerfModelConfig, con
         "eikonal": (grad_norm - 1).square().mean(),
         "sdf": sdf,
     }
+
+
+def density_scale(model: Any) -> Any:
+    """VolSDF's Laplace scale ``beta`` (1,) as the model renders it: the learnt value, kept positive."""
+    return model.beta.abs() + BETA_MIN
+
+
+def nerf_forward(config: NerfModelConfig, concat: Any) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
+    """The model's forward on a batch, for every backend (``concat`` is the backend's concatenation).
+
+    A batch with intervals (``t_starts``) is a ray batch: :func:`render_batch`. One without is an SDF
+    query (``points`` (F, P, N, 3), ``time``, ``frame``): ``{"sdf": (F, P, N, 1), "beta": (1,)}``, what
+    the sampler needs (:mod:`resfields.tasks.nerf.pipeline`)."""
+
+    def forward(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        if "t_starts" not in batch:
+            sdf = sdf_and_feature(model, config, batch["points"], batch, concat)[..., :1]
+            return {"sdf": sdf, "beta": density_scale(model)}
+        return render_batch(model, batch, config, concat)
+
+    return forward
 
 
 def difference_offsets(step: float) -> np.ndarray:

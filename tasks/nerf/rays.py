@@ -1,9 +1,9 @@
-"""Frame-major ray batches from a :class:`~resfields.tasks.nerf.data.MultiViewVideo` (host side, NumPy).
+"""Frame-major ray batches from a :class:`~resfields.tasks.nerf.video.MultiViewVideo` (host side, NumPy).
 
 Every batch holds ``P`` rays of each of the ``F`` frames, half through foreground pixels and half
-through background pixels of the frame's training images (balanced, as upstream), with stratified
-samples inside the scene box. Everything the forward pass needs is in the batch, so a compiled step
-sees the same shapes every time.
+through background pixels of the frame's training images (balanced, as upstream), with intervals at
+the surface that the model being trained finds (:func:`~resfields.tasks.nerf.pipeline.surface_intervals`).
+Everything the forward pass needs is in the batch, so a compiled step sees the same shapes every time.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from resfields.errors import DataError
 from resfields.spec import frame_to_time
 from resfields.tasks.common.cameras import Camera
 
-from .data import MultiViewVideo
-from .model import difference_offsets
-from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
+from .pipeline import Predict, ray_batch, surface_intervals
+from .render import ray_box_intersection, rays_from_camera
+from .video import MultiViewVideo
 
 __all__ = ["RaySampler", "ray_distance_from_depth"]
 
@@ -38,10 +38,12 @@ class RaySampler:
     """Balanced foreground/background ray batches over all frames of the training images; with
     ``depth=True`` the batches also carry each ray's measured distance (RGB-D training)."""
 
-    def __init__(self, video: MultiViewVideo, n_samples: int = 32, fd_step: float = 1e-3, depth: bool = False) -> None:
+    def __init__(
+        self, video: MultiViewVideo, n_samples: int = 16, n_coarse: int = 32, fd_step: float = 1e-3, depth: bool = False
+    ) -> None:
         if depth and video.depth is None:
             raise DataError(f"{video.name or 'the scene'}: RGB-D training needs depth maps and this data has none")
-        self.video, self.n_samples, self.fd_step, self.depth = video, n_samples, fd_step, depth
+        self.video, self.n_samples, self.n_coarse, self.fd_step, self.depth = video, n_samples, n_coarse, fd_step, depth
 
     @cached_property
     def _ray_depth(self) -> np.ndarray:
@@ -69,10 +71,12 @@ class RaySampler:
             out.append((index[flat], index[~flat]))
         return out
 
-    def sample(self, rng: np.random.Generator, rays_per_frame: int) -> dict[str, np.ndarray]:
-        """A batch (NumPy): ``points``/``dirs`` (F, P, S, 3), ``t_starts``/``t_ends`` (F, P, S), ``rgb``
-        (F, P, 3), ``mask`` (F, P, 1), ``time`` (F, 1, 1, 1), ``frame`` (F, 1, 1), ``offsets``; with
-        depth also ``depth`` and ``depth_valid`` (F, P, 1)."""
+    def sample(self, rng: np.random.Generator, rays_per_frame: int, query: Predict) -> dict[str, np.ndarray]:
+        """A batch (NumPy) of the pipeline's ray-batch layout (:func:`~resfields.tasks.nerf.pipeline.ray_batch`):
+        ``points``/``dirs`` (F, P, S, 3), ``t_starts``/``t_ends`` (F, P, S) at the surface that ``query``
+        (the model being trained, no gradients) finds, ``time`` (F, 1, 1, 1), ``frame`` (F, 1, 1),
+        ``offsets``, the targets ``rgb`` (F, P, 3) and ``mask`` (F, P, 1); with depth also ``depth`` and
+        ``depth_valid`` (F, P, 1)."""
         v, p = self.video, rays_per_frame
         chosen = []
         for fg, bg in self._pixels:
@@ -85,21 +89,16 @@ class RaySampler:
         image, pixel = flat // hw, flat % hw
         origins, dirs = self._rays[0][image, pixel], self._rays[1][image, pixel]  # (F, P, 3)
         near, far, _ = ray_box_intersection(origins.reshape(-1, 3), dirs.reshape(-1, 3), v.bounds)
-        t_starts, t_ends = stratified_samples(near, far, self.n_samples, rng)
-        points = sample_points(origins.reshape(-1, 3), dirs.reshape(-1, 3), t_starts, t_ends)
         f = v.n_frames
         frames = np.arange(f)
-        batch = {
-            "points": points.reshape(f, p, self.n_samples, 3),
-            "dirs": np.broadcast_to(dirs[:, :, None, :], (f, p, self.n_samples, 3)).astype(np.float32),
-            "t_starts": t_starts.reshape(f, p, self.n_samples),
-            "t_ends": t_ends.reshape(f, p, self.n_samples),
-            "rgb": v.rgb.reshape(-1, 3)[flat.ravel()].reshape(f, p, 3),
-            "mask": v.mask.reshape(-1)[flat.ravel()].reshape(f, p, 1).astype(np.float32),
-            "time": np.asarray(frame_to_time(frames.astype(np.float64), f), np.float32).reshape(f, 1, 1, 1),
-            "frame": frames.reshape(f, 1, 1),
-            "offsets": difference_offsets(self.fd_step),
-        }
+        times = np.asarray(frame_to_time(frames.astype(np.float64), f))
+        near, far = near.reshape(f, p), far.reshape(f, p)
+        t_starts, t_ends = surface_intervals(
+            query, origins, dirs, near, far, times, frames, n_coarse=self.n_coarse, n_samples=self.n_samples, rng=rng
+        )
+        batch = ray_batch(origins, dirs, t_starts, t_ends, times, frames, self.fd_step)
+        batch["rgb"] = v.rgb.reshape(-1, 3)[flat.ravel()].reshape(f, p, 3)
+        batch["mask"] = v.mask.reshape(-1)[flat.ravel()].reshape(f, p, 1).astype(np.float32)
         if self.depth:
             depth = self._ray_depth[flat.ravel()].reshape(f, p, 1)
             batch["depth"], batch["depth_valid"] = depth, (depth > 0).astype(np.float32)

@@ -1,4 +1,5 @@
-"""SDF-based volume rendering (VolSDF-style) as small functions shared by the torch and tinygrad backends.
+"""SDF-based volume rendering (VolSDF-style): the small functions the one pipeline
+(:mod:`resfields.tasks.nerf.pipeline`) is made of, shared by every backend.
 
 Two halves:
 
@@ -21,7 +22,6 @@ compiled backend needs) without any masking branch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,18 +31,13 @@ from resfields.tasks.common.cameras import Camera, generate_rays
 
 __all__ = [
     "accumulate_along_rays",
-    "composite_background",
     "laplace_density",
     "ray_box_intersection",
     "rays_from_camera",
-    "render_image",
-    "render_rays",
     "render_weight_from_density",
     "sample_points",
     "stratified_samples",
 ]
-
-Field = Callable[[Any, Any], Mapping[str, Any]]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -225,177 +220,3 @@ def accumulate_along_rays(weights: Any, values: Any | None = None) -> Any:
     if values is None:
         return weights.sum(-1).unsqueeze(-1)
     return (weights.unsqueeze(-1) * values).sum(-2)
-
-
-def composite_background(rgb: Any, opacity: Any, background: Any) -> Any:
-    """``rgb`` (R, 3) accumulated colour over a ``background`` (Python float or (3,) tensor), given the
-    ``opacity`` (R, 1): ``rgb + (1 - opacity) * background`` -> (R, 3)."""
-    return rgb + (1 - opacity) * background
-
-
-# ----------------------------------------------------------------------------- orchestration
-
-
-def _checked_field_output(out: Any, n_rays: int, n_samples: int) -> Mapping[str, Any]:
-    """The field's output dict, checked for its keys and shapes; names the offending entry."""
-    if not isinstance(out, Mapping) or "sdf" not in out or "rgb" not in out:
-        keys = sorted(out) if isinstance(out, Mapping) else type(out).__name__
-        raise DataError(f"field must return a dict with 'sdf' and 'rgb' (and optionally 'normals'); got {keys}")
-    expected = {"sdf": (n_rays, n_samples), "rgb": (n_rays, n_samples, 3), "normals": (n_rays, n_samples, 3)}
-    for key, shape in expected.items():
-        if key in out and tuple(out[key].shape) != shape:
-            raise ShapeError(f"field output {key!r} must have shape {shape}; got {tuple(out[key].shape)}")
-    return out
-
-
-def _background(background: Any, to_tensor: Callable[[np.ndarray], Any]) -> Any:
-    """A Python float, or a (3,) backend tensor for a coloured background."""
-    arr = np.asarray(background, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise DataError(f"background must be finite; got {arr.tolist()}")
-    if arr.shape == ():
-        return float(arr)
-    if arr.shape != (3,):
-        raise ShapeError(f"background must be a scalar or have shape (3,); got {arr.shape}")
-    return to_tensor(arr)
-
-
-def _padded(rays: np.ndarray, chunk: int | None) -> np.ndarray:
-    """(R, ...) -> (chunk, ...) by repeating the last ray: valid rays whose results are cropped away."""
-    if chunk is None or len(rays) == chunk:
-        return rays
-    return np.concatenate([rays, np.repeat(rays[-1:], int(chunk) - len(rays), axis=0)])
-
-
-def _image(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(H*W,) or (H*W, 1) -> (H, W); (H*W, C) -> (H, W, C)."""
-    channels = values.shape[1:]
-    return values.reshape(shape if channels in ((), (1,)) else shape + channels)
-
-
-def _ray_samples(
-    origins: np.ndarray, directions: np.ndarray, bounds: Any, n_samples: int, rng: np.random.Generator | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Host-side sampling of (R, 3) rays: ``hit`` (R,), ``t_starts`` / ``t_ends`` (R, S), ``points``
-    (R, S, 3) and the per-sample view ``directions`` (R, S, 3), all float32 except ``hit``."""
-    near, far, hit = ray_box_intersection(origins, directions, bounds)
-    t_starts, t_ends = stratified_samples(near, far, n_samples, rng)
-    points = sample_points(origins, directions, t_starts, t_ends)
-    view_dirs = np.ascontiguousarray(np.broadcast_to(directions[:, None, :], points.shape), dtype=np.float32)
-    return hit, t_starts, t_ends, points, view_dirs
-
-
-def _integrate(out: Mapping[str, Any], t_starts: Any, t_ends: Any, beta: Any, background: Any) -> dict[str, Any]:
-    """Tensor side of :func:`render_rays`: field outputs over (R, S) intervals -> per-ray rgb (R, 3),
-    opacity (R, 1), depth (R, 1), normals (R, 3) if given, and the weights (R, S)."""
-    weights, _, _ = render_weight_from_density(t_starts, t_ends, laplace_density(out["sdf"], beta))
-    opacity = accumulate_along_rays(weights)
-    result = {
-        "rgb": composite_background(accumulate_along_rays(weights, out["rgb"]), opacity, background),
-        "opacity": opacity,
-        "depth": accumulate_along_rays(weights, (0.5 * (t_starts + t_ends)).unsqueeze(-1)),
-        "weights": weights,
-    }
-    if "normals" in out:
-        result["normals"] = accumulate_along_rays(weights, out["normals"])
-    return result
-
-
-def render_rays(
-    field: Field,
-    origins: Any,
-    directions: Any,
-    bounds: Any,
-    *,
-    beta: Any,
-    n_samples: int = 64,
-    rng: np.random.Generator | None = None,
-    background: Any = 0.0,
-    to_tensor: Callable[[np.ndarray], Any],
-    chunk: int | None = None,
-) -> dict[str, Any]:
-    """Volume-render R rays through an SDF field inside the box ``bounds``.
-
-    Args:
-        field: ``field(points (R', S, 3), directions (R', S, 3)) -> {"sdf": (R', S), "rgb": (R', S, 3),
-            "normals": (R', S, 3) optional}``, backend tensors in and out; it already knows the time.
-        origins: (R, 3) ray origins (NumPy).
-        directions: (R, 3) ray directions (NumPy), unit for ``depth`` to be a distance.
-        bounds: (2, 3) ``[lo, hi]`` box holding the scene.
-        beta: Laplace scale of :func:`laplace_density` (positive scalar tensor or float).
-        n_samples: S intervals per ray.
-        rng: jitters the intervals when given (training); None samples bin midpoints (evaluation).
-        background: scalar or (3,) colour behind the scene (0 = black for training, 1 = white for
-            evaluation, as in ResFields / NeuS).
-        to_tensor: float32 NumPy array -> backend tensor (decides device and dtype).
-        chunk: when given (>= R), the rays are padded to exactly ``chunk`` before the field sees them and
-            the outputs cropped back to R, so a compiled backend always gets the same shapes.
-
-    Returns:
-        ``rgb`` (R, 3), ``opacity`` (R, 1), ``depth`` (R, 1) (weighted ray distance, 0 for misses),
-        ``normals`` (R, 3) when the field gives them, ``weights`` (R, S) as backend tensors, and ``hit``
-        (R,) NumPy bool. Rays that miss the box have zero weights: exactly the background, opacity 0.
-    """
-    o, d = _rays(origins, directions)
-    n_rays = len(o)
-    if n_rays == 0:
-        raise ShapeError("render_rays needs at least one ray; got origins of shape (0, 3)")
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < n_rays):
-        raise DataError(f"chunk must be an integer >= the number of rays {n_rays}; got {chunk!r}")
-    back = _background(background, to_tensor)
-    hit, t_starts, t_ends, points, view_dirs = _ray_samples(
-        _padded(o, chunk), _padded(d, chunk), bounds, n_samples, rng
-    )
-    out = _checked_field_output(field(to_tensor(points), to_tensor(view_dirs)), *t_starts.shape)
-    result = _integrate(out, to_tensor(t_starts), to_tensor(t_ends), beta, back)
-    if len(hit) != n_rays:
-        result = {key: value[:n_rays] for key, value in result.items()}
-    result["hit"] = hit[:n_rays]
-    return result
-
-
-def render_image(
-    field_for_chunk: Field,
-    camera: Camera,
-    bounds: Any,
-    *,
-    beta: Any,
-    n_samples: int,
-    background: Any,
-    to_tensor: Callable[[np.ndarray], Any],
-    to_numpy: Callable[[Any], np.ndarray],
-    chunk: int = 4096,
-) -> dict[str, np.ndarray]:
-    """Render a whole ``camera`` image (evaluation: no jitter) ``chunk`` rays at a time.
-
-    Every call of ``field_for_chunk`` (same contract as :func:`render_rays`' ``field``) sees exactly
-    ``chunk`` rays: the last chunk is padded and the padding cropped, so at most ``chunk * n_samples``
-    samples exist at once and a compiled backend compiles one shape. Run it under the backend's
-    no-gradient mode.
-
-    Returns:
-        NumPy images: ``rgb`` (H, W, 3), ``opacity`` (H, W), ``depth`` (H, W) (ray distance, 0 where the
-        box is missed), ``normals`` (H, W, 3) when the field gives them, ``hit`` (H, W) bool.
-    """
-    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
-        raise DataError(f"chunk must be a positive integer; got {chunk!r}")
-    origins, directions = rays_from_camera(camera)
-    pieces: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(origins), chunk):
-        stop = start + chunk
-        out = render_rays(
-            field_for_chunk,
-            origins[start:stop],
-            directions[start:stop],
-            bounds,
-            beta=beta,
-            n_samples=n_samples,
-            background=background,
-            to_tensor=to_tensor,
-            chunk=chunk,
-        )
-        for key, value in out.items():
-            if key != "weights":  # (R, S) per chunk: too large to keep for a whole image
-                pieces.setdefault(key, []).append(value if key == "hit" else to_numpy(value))
-    shape = (camera.height, camera.width)
-    return {key: _image(np.concatenate(parts), shape) for key, parts in pieces.items()}

@@ -24,11 +24,13 @@ from resfields.tasks.common.config import TrainConfig
 from resfields.tasks.common.media import side_by_side, write_image, write_video
 from resfields.tasks.common.metrics import chamfer_l1, mean_ssim, psnr, sample_mesh_surface
 
-from .data import MultiViewVideo, read_dnerf, read_neus
+from .dnerf import read_dnerf
 from .fitted import FittedNerf, camera_to_dict, load_nerf
-from .model import NerfModelConfig, nerf_loss, nerf_spec, render_batch, sdf_and_feature
+from .model import NerfModelConfig, nerf_forward, nerf_loss, nerf_spec
+from .neus import read_neus
 from .rays import RaySampler
 from .scene import embedded_scene
+from .video import MultiViewVideo
 
 __all__ = ["NerfOptions", "NerfTask"]
 
@@ -40,13 +42,18 @@ class NerfOptions:
 
     source: str | None = None
     scale: float = 1.0
-    n_samples: int = 32
+    n_samples: int = 16  # intervals per ray in the band at the surface (what the network sees with gradients)
+    n_coarse: int = 32  # SDF queries per ray that find the surface (no gradients)
     eval_chunk: int = 1024  # rays per rendering chunk (fixed shapes for compiled backends)
     mesh_resolution: int = 48  # marching-cubes grid for the Chamfer distance (0: skip it)
 
     def __post_init__(self) -> None:
         # sizes checked before any ray is sampled: n_samples=1e7 would first allocate terabytes
-        for name, limit in (("n_samples", "max_samples_per_ray"), ("eval_chunk", "max_chunk")):
+        for name, limit in (
+            ("n_samples", "max_samples_per_ray"),
+            ("n_coarse", "max_samples_per_ray"),
+            ("eval_chunk", "max_chunk"),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"NerfOptions.{name} must be a positive integer, got {short_repr(value)}")
@@ -62,6 +69,12 @@ class NerfTask:
 
     def __init__(self, data: NerfOptions, model: NerfModelConfig) -> None:
         self.options, self.model = data, model
+        self._query: Any = None
+
+    def bind(self, predict: Any) -> None:
+        """Give the sampler the model being trained: ``predict(batch)`` without gradients (the SDF
+        queries that find the surface, :mod:`~resfields.tasks.nerf.sampling`)."""
+        self._query = predict
 
     @classmethod
     def defaults(cls) -> tuple[NerfModelConfig, TrainConfig]:
@@ -80,7 +93,10 @@ class NerfTask:
     @cached_property
     def sampler(self) -> RaySampler:
         depth = self.model.depth_weight > 0
-        return RaySampler(self.video, n_samples=self.options.n_samples, fd_step=self.model.fd_step, depth=depth)
+        o = self.options
+        return RaySampler(
+            self.video, n_samples=o.n_samples, n_coarse=o.n_coarse, fd_step=self.model.fd_step, depth=depth
+        )
 
     def prepare(self) -> None:
         _ = self.sampler._pixels, self.sampler._rays
@@ -89,19 +105,15 @@ class NerfTask:
         return nerf_spec(self.model, self.video.n_frames)
 
     def make_forward(self, backend: Any) -> Any:
-        """Render a ray batch; a batch without ``t_starts`` is an SDF query (``{"sdf": (F, P, S, 1)}``)."""
-        config, concat = self.model, backend.concat
-
-        def forward(model: Any, batch: dict[str, Any]) -> Any:
-            if "t_starts" not in batch:
-                return {"sdf": sdf_and_feature(model, config, batch["points"], batch, concat)[..., :1]}
-            return render_batch(model, batch, config, concat)
-
-        return forward
+        """The model's forward (:func:`~resfields.tasks.nerf.model.nerf_forward`)."""
+        return nerf_forward(self.model, backend.concat)
 
     def sample(self, rng: np.random.Generator, batch_size: int, step: int = 0) -> dict[str, np.ndarray]:
-        """A ray batch (see :meth:`RaySampler.sample`) plus the coarse-to-fine ``window`` at ``step``."""
-        batch = self.sampler.sample(rng, samples_per_frame(batch_size, self.video.n_frames))
+        """A ray batch (see :meth:`RaySampler.sample`) plus the coarse-to-fine ``window`` at ``step``.
+        Needs :meth:`bind` first: the surface is found with the current model."""
+        if self._query is None:
+            raise DataError("NerfTask.sample needs the model being trained: call bind(predict) first")
+        batch = self.sampler.sample(rng, samples_per_frame(batch_size, self.video.n_frames), self._query)
         m = self.model
         if m.n_frequencies > 0:
             alpha = annealing_alpha(step, m.anneal_steps, m.n_frequencies)
@@ -150,7 +162,7 @@ class NerfTask:
     def fitted(self, predict: Any) -> FittedNerf:
         """A :class:`FittedNerf` view of this task's scene around a ``predict(batch)``."""
         o, v = self.options, self.video
-        return FittedNerf(self.model, v.n_frames, v.bounds, o.n_samples, predict, o.eval_chunk)
+        return FittedNerf(self.model, v.n_frames, v.bounds, o.n_samples, predict, o.eval_chunk, n_coarse=o.n_coarse)
 
     def evaluate(self, predict: Any) -> dict[str, float]:
         """Novel-view PSNR (white background), foreground-masked PSNR and SSIM over all held-out views;
