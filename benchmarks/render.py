@@ -8,8 +8,11 @@ Each checkpoint renders ``--views`` orbit views at ``--size`` x ``--size`` at it
 grid). The first view's time includes building that frame's grid (``first_ms``); the others reuse it
 (``median_ms``, ``min_ms``). With ``--dense N`` the same views are rendered again with ``N`` equal
 intervals over the scene box per ray (the many-sample reference; slow) and ``psnr_vs_dense_db`` is
-the PSNR of the fast renders against them. Prints a markdown table and JSON. Run it on a quiet
-machine: torch's threads spin when other jobs share the cores.
+the PSNR of the fast renders against them. With ``--heldout K`` (and ``--dense N``), the first ``K``
+held-out views of the checkpoint's training data are rendered both ways and compared with their ground
+truth (white background, as in evaluation): ``heldout_psnr_fast_db`` and ``heldout_psnr_dense_db``.
+Prints a markdown table and JSON. Run it on a quiet machine: torch's threads spin when other jobs
+share the cores.
 """
 
 from __future__ import annotations
@@ -23,14 +26,36 @@ from dataclasses import replace
 import numpy as np
 
 from resfields.tasks.common.metrics import psnr
-from resfields.tasks.nerf.fitted import load_nerf
+from resfields.tasks.nerf.fitted import FittedNerf, load_nerf
 from resfields.zoo.pretrained import resolve
 
 
-def time_renders(target: str, backend: str, size: int, views: int, dense: int = 0) -> dict[str, float]:
+def heldout_psnr(folder: str, scene: FittedNerf, dense: FittedNerf, k: int) -> dict[str, float]:
+    """PSNR against the ground truth of the first ``k`` held-out views of the data ``folder`` was
+    trained on, rendered by ``scene`` (fast) and ``dense``."""
+    from resfields.tasks.common.fit import load_run
+    from resfields.tasks.nerf.task import NerfTask
+
+    run, _ = load_run(folder)
+    video = NerfTask(run.data, run.model).video
+    images = video.images_of("test")[:k]
+    mask = video.mask[images][..., None]
+    truth = video.rgb[images] * mask + (1.0 - mask)
+    out = {}
+    for name, model in (("fast", scene), ("dense", dense)):
+        pred = np.stack([model.render(video.cameras[i], frame=int(video.frame_ids[i]))["rgb"] for i in images])
+        out[f"heldout_psnr_{name}_db"] = psnr(pred, truth)
+    return out
+
+
+def time_renders(
+    target: str, backend: str, size: int, views: int, dense: int = 0, heldout: int = 0
+) -> dict[str, float]:
     """``{"first_ms", "median_ms", "min_ms"}`` per view of ``target`` (a run folder, zoo id or Hub id),
-    plus ``psnr_vs_dense_db`` and ``dense_ms`` when ``dense`` > 0."""
-    scene = load_nerf(resolve(target), backend=backend)
+    plus ``psnr_vs_dense_db`` and ``dense_ms`` when ``dense`` > 0, and the held-out PSNRs of
+    :func:`heldout_psnr` when ``heldout`` > 0 too."""
+    folder = resolve(target)
+    scene = load_nerf(folder, backend=backend)
     cameras = scene.orbit(views, size)
     frame = scene.n_frames // 2
     seconds, images = [], []
@@ -46,6 +71,8 @@ def time_renders(target: str, backend: str, size: int, views: int, dense: int = 
         truth = [reference.render(camera, frame=frame)["rgb"] for camera in cameras]
         result["dense_ms"] = 1000 * (time.perf_counter() - start) / len(cameras)
         result["psnr_vs_dense_db"] = psnr(np.stack(images), np.stack(truth))
+        if heldout > 0:
+            result.update(heldout_psnr(str(folder), scene, reference, heldout))
     return result
 
 
@@ -56,13 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--dense", type=int, default=0, help="also render N-sample dense references (0: no)")
+    parser.add_argument("--heldout", type=int, default=0, help="with --dense: PSNR of K held-out views, both ways")
     args = parser.parse_args(argv)
-    results = {t: time_renders(t, args.backend, args.size, args.views, args.dense) for t in args.targets}
+    results = {t: time_renders(t, args.backend, args.size, args.views, args.dense, args.heldout) for t in args.targets}
     print(f"| checkpoint | {args.size}x{args.size} ms/view (median) | min | first (builds the grid) | PSNR vs dense |")
     print("|---|---|---|---|---|")
     for target, r in results.items():
         dense_psnr = f"{r['psnr_vs_dense_db']:.2f} dB" if "psnr_vs_dense_db" in r else "-"
         print(f"| {target} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['first_ms']:.0f} | {dense_psnr} |")
+    for target, r in results.items():
+        if "heldout_psnr_fast_db" in r:
+            fast, dense = r["heldout_psnr_fast_db"], r["heldout_psnr_dense_db"]
+            print(
+                f"{target}: held-out PSNR fast {fast:.2f} dB, dense {dense:.2f} dB (fast - dense {fast - dense:+.2f})"
+            )
     print(json.dumps({"backend": args.backend, "size": args.size, "dense": args.dense, "results": results}))
     return 0
 

@@ -99,9 +99,8 @@ def test_torch_training_on_the_embedded_scene(method, video):
 def test_render_outputs_have_their_shapes(video):
     config = _config("tnerf")
     model = get_backend("torch").build(nerf_spec(config, video.n_frames))
-    batch = {
-        k: torch.as_tensor(v) for k, v in RaySampler(video, n_samples=8).sample(np.random.default_rng(1), 4, sphere_query).items()
-    }
+    sampled = RaySampler(video, n_samples=8).sample(np.random.default_rng(1), 4, sphere_query)
+    batch = {k: torch.as_tensor(v) for k, v in sampled.items()}
     with torch.no_grad():
         out = render_batch(model, batch, config, get_backend("torch").concat)
     assert out["rgb"].shape == (3, 4, 3) and out["opacity"].shape == (3, 4, 1) and out["depth"].shape == (3, 4, 1)

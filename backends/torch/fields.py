@@ -27,9 +27,14 @@ def positional_encoding(
     """``(..., D) -> (..., D (include_input + 2L))``: ``[x, w_0 sin(2^0 x), w_0 cos(2^0 x), ...]``;
     ``window`` ``(L,)`` weighs the bands (None: all ones)."""
     parts = [x] if include_input else []
-    for k in range(n_frequencies):
-        band = [torch.sin(2.0**k * x), torch.cos(2.0**k * x)]
-        parts += band if window is None else [window[k] * b for b in band]
+    if n_frequencies > 0:
+        # all bands in one sin and one cos: (..., L, 1, D) angles -> (..., L, 2, D) -> (..., 2 L D)
+        scales = torch.tensor([2.0**k for k in range(n_frequencies)], dtype=x.dtype, device=x.device)
+        angles = x.unsqueeze(-2).unsqueeze(-2) * scales.view(-1, 1, 1)
+        bands = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-2)
+        if window is not None:
+            bands = bands * window.view(-1, 1, 1)
+        parts.append(bands.flatten(-3))
     return torch.cat(parts, dim=-1)
 
 

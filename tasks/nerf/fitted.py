@@ -93,8 +93,8 @@ class FittedNerf:
     predict: Predict
     chunk: int = 1024
     dataset_cameras: dict[str, Camera] | None = None  # the training data's cameras, by name (cam00, ...)
-    n_coarse: int = 32
-    grid_resolution: int = 32
+    n_coarse: int = 16
+    grid_resolution: int = 48
     sampler: Sampler = "surface"
     _grids: dict[float, OccupancyGrid] = field(default_factory=dict, repr=False)
 
@@ -241,11 +241,11 @@ def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None 
         config=run.model,
         n_frames=scene.n_frames,
         bounds=np.asarray(scene.bounds, np.float64),
-        n_samples=run.data.n_samples,
+        n_samples=run.data.render_samples,
         predict=lambda batch: impl.infer(model, forward, batch),
         chunk=run.data.eval_chunk,
         dataset_cameras=dict(scene.cameras),
-        n_coarse=run.data.n_coarse,
+        n_coarse=run.data.render_coarse,
     )
 
 

@@ -45,6 +45,8 @@ __all__ = [
     "nerf_spec",
     "render_batch",
     "sdf_and_feature",
+    "sdf_inputs",
+    "sdf_network",
 ]
 
 METHODS = ("tnerf", "dynerf", "dnerf", "nerfies", "hypernerf")
@@ -76,9 +78,21 @@ class NerfModelConfig:
     depth_weight: float = 0.0  # RGB-D: L1 between rendered and measured ray distance (needs depth maps)
     sparse_weight: float = 0.0  # RGB-D: exp(-sparse_scale |sdf|) on samples of background rays
     sparse_scale: float = 100.0
+    # appearance detail: a small PE-MLP of the SDF network's inputs (n_frequencies 0: none), whose
+    # features join the colour network's input; the SDF feature alone is as smooth as the geometry
+    texture_frequencies: int = 0
+    texture_width: int = 64
+    texture_features: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("anneal_steps", "mask_weight", "eikonal_weight", "depth_weight", "sparse_weight"):
+        for name in (
+            "anneal_steps",
+            "mask_weight",
+            "eikonal_weight",
+            "depth_weight",
+            "sparse_weight",
+            "texture_frequencies",
+        ):
             if getattr(self, name) < 0:
                 raise SpecError(f"nerf model: {name} must be >= 0, got {getattr(self, name)!r}")
         if self.method not in METHODS:
@@ -112,8 +126,21 @@ def nerf_spec(config: NerfModelConfig, n_frames: int) -> ModelSpec:
         resfield_layers=tuple(config.resfield_layers),
         resfield=resfield,
     )
-    color = MLPSpec(9 + config.feature_dim, 3, hidden_features=config.color_width, n_layers=3, activation="relu")
+    texture_dim = config.texture_features if config.texture_frequencies > 0 else 0
+    color = MLPSpec(
+        9 + config.feature_dim + texture_dim, 3, hidden_features=config.color_width, n_layers=3, activation="relu"
+    )
     fields: list[tuple[str, Any]] = [("sdf", sdf), ("color", color)]
+    if texture_dim:
+        texture = MLPSpec(
+            _sdf_inputs(config),
+            texture_dim,
+            hidden_features=config.texture_width,
+            n_layers=2,
+            activation="relu",
+            n_frequencies=config.texture_frequencies,
+        )
+        fields.append(("texture", texture))
     arrays: list[tuple[str, ArraySpec]] = [("beta", ArraySpec((1,), Init("constant", config.beta_init)))]
     if config.method == "dnerf":
         fields.append(("deform", MLPSpec(4, 3, hidden_features=64, n_layers=4, n_frequencies=4)))
@@ -128,30 +155,38 @@ def nerf_spec(config: NerfModelConfig, n_frames: int) -> ModelSpec:
     return ModelSpec(tuple(fields), tuple(arrays))
 
 
-def sdf_and_feature(model: Any, config: NerfModelConfig, points: Any, batch: dict[str, Any], concat: Any) -> Any:
-    """The SDF network at ``points`` (F, P, S, 3): returns (F, P, S, 1 + feature_dim).
+def sdf_inputs(model: Any, config: NerfModelConfig, points: Any, batch: dict[str, Any], concat: Any) -> Any:
+    """What the SDF network sees at ``points`` (F, P, S, 3): the point with time (TNeRF) or its frame's
+    code (DyNeRF), or the point carried into the canonical space (DNeRF, Nerfies, HyperNeRF) ->
+    (F, P, S, sdf inputs). Reads ``time`` (F, 1, 1, 1) and ``frame`` (F, 1, 1)."""
+    ones = points[..., :1] * 0 + 1  # broadcasts per-frame inputs (F, 1, 1, C) to every sample
+    if config.method == "tnerf":
+        return concat([points, batch["time"] * ones], -1)
+    if config.method == "dnerf":
+        return points + model.deform(concat([points, batch["time"] * ones], -1), validate=False)
+    # gathered inside the forward so the codes get gradients: (F, 1, 1) ids -> (F, 1, 1, D)
+    code = model.latents[batch["frame"]] * ones
+    if config.method == "dynerf":
+        return concat([points, code], -1)
+    conditioned = concat([points, code], -1)
+    inputs = rigid_motion(model.deform(conditioned, validate=False), points, concat)
+    if config.method == "hypernerf":
+        inputs = concat([inputs, model.ambient(conditioned, validate=False)], -1)
+    return inputs
 
-    Reads ``time`` (F, 1, 1, 1), ``frame`` (F, 1, 1) (DyNeRF) and, when present, ``window``
-    (n_frequencies,) the coarse-to-fine band weights."""
+
+def sdf_network(model: Any, config: NerfModelConfig, inputs: Any, batch: dict[str, Any]) -> Any:
+    """The SDF network on :func:`sdf_inputs`: (F, P, S, 1 + feature_dim). Reads ``time`` (ResField
+    layers) and, when present, ``window`` (n_frequencies,) the coarse-to-fine band weights."""
     keys = {"times": batch["time"][..., 0]} if config.resfield_layers else {}
     if "window" in batch:
         keys["encoding_window"] = batch["window"]
-    ones = points[..., :1] * 0 + 1  # broadcasts per-frame inputs (F, 1, 1, C) to every sample
-    if config.method == "tnerf":
-        inputs = concat([points, batch["time"] * ones], -1)
-    elif config.method == "dnerf":
-        inputs = points + model.deform(concat([points, batch["time"] * ones], -1), validate=False)
-    else:
-        # gathered inside the forward so the codes get gradients: (F, 1, 1) ids -> (F, 1, 1, D)
-        code = model.latents[batch["frame"]] * ones
-        if config.method == "dynerf":
-            inputs = concat([points, code], -1)
-        else:
-            conditioned = concat([points, code], -1)
-            inputs = rigid_motion(model.deform(conditioned, validate=False), points, concat)
-            if config.method == "hypernerf":
-                inputs = concat([inputs, model.ambient(conditioned, validate=False)], -1)
     return model.sdf(inputs, validate=False, **keys)
+
+
+def sdf_and_feature(model: Any, config: NerfModelConfig, points: Any, batch: dict[str, Any], concat: Any) -> Any:
+    """The SDF network at ``points`` (F, P, S, 3): returns (F, P, S, 1 + feature_dim)."""
+    return sdf_network(model, config, sdf_inputs(model, config, points, batch, concat), batch)
 
 
 def rigid_motion(motion: Any, points: Any, concat: Any) -> Any:
@@ -181,7 +216,8 @@ def render_batch(model: Any, batch: dict[str, Any], config: NerfModelConfig, con
     ``eikonal`` (a scalar: mean of (|grad sdf| - 1)^2) and ``sdf`` (F, P, S, 1) at the samples.
     """
     points = batch["points"]
-    out = sdf_and_feature(model, config, points, batch, concat)
+    inputs = sdf_inputs(model, config, points, batch, concat)
+    out = sdf_network(model, config, inputs, batch)
     sdf, feature = out[..., :1], out[..., 1:]
     # forward differences along x, y, z: the gradient without second-order autograd
     grads = [
@@ -191,7 +227,10 @@ def render_batch(model: Any, batch: dict[str, Any], config: NerfModelConfig, con
     grad = concat(grads, -1)
     grad_norm = (grad.square().sum(-1) + 1e-12).sqrt()
     normals = grad / grad_norm.unsqueeze(-1)
-    color = model.color(concat([points, normals, batch["dirs"], feature], -1), validate=False).sigmoid()
+    appearance = [points, normals, batch["dirs"], feature]
+    if config.texture_frequencies > 0:  # fine surface detail the smooth SDF feature cannot carry
+        appearance.append(model.texture(inputs, validate=False))
+    color = model.color(concat(appearance, -1), validate=False).sigmoid()
     sigma = laplace_density(sdf[..., 0], density_scale(model))
     weights, _, _ = render_weight_from_density(batch["t_starts"], batch["t_ends"], sigma)
     mids = ((batch["t_starts"] + batch["t_ends"]) * 0.5).unsqueeze(-1)

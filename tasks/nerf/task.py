@@ -44,6 +44,10 @@ class NerfOptions:
     scale: float = 1.0
     n_samples: int = 16  # intervals per ray in the band at the surface (what the network sees with gradients)
     n_coarse: int = 32  # SDF queries per ray that find the surface (no gradients)
+    # rendering a fitted scene: its queries cover only occupied cells and its band is already sharp,
+    # so fewer of both reach the dense render's image (benchmarks/render.py --dense measures how close)
+    render_samples: int = 8
+    render_coarse: int = 16
     eval_chunk: int = 1024  # rays per rendering chunk (fixed shapes for compiled backends)
     mesh_resolution: int = 48  # marching-cubes grid for the Chamfer distance (0: skip it)
 
@@ -52,6 +56,8 @@ class NerfOptions:
         for name, limit in (
             ("n_samples", "max_samples_per_ray"),
             ("n_coarse", "max_samples_per_ray"),
+            ("render_samples", "max_samples_per_ray"),
+            ("render_coarse", "max_samples_per_ray"),
             ("eval_chunk", "max_chunk"),
         ):
             value = getattr(self, name)
@@ -162,7 +168,9 @@ class NerfTask:
     def fitted(self, predict: Any) -> FittedNerf:
         """A :class:`FittedNerf` view of this task's scene around a ``predict(batch)``."""
         o, v = self.options, self.video
-        return FittedNerf(self.model, v.n_frames, v.bounds, o.n_samples, predict, o.eval_chunk, n_coarse=o.n_coarse)
+        return FittedNerf(
+            self.model, v.n_frames, v.bounds, o.render_samples, predict, o.eval_chunk, n_coarse=o.render_coarse
+        )
 
     def evaluate(self, predict: Any) -> dict[str, float]:
         """Novel-view PSNR (white background), foreground-masked PSNR and SSIM over all held-out views;
