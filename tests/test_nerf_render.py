@@ -182,5 +182,3 @@ def test_accumulate_and_composite() -> None:
     np.testing.assert_allclose(nr.accumulate_along_rays(weights, values).numpy(), [[1.75, 2.5], [0.0, 0.0]])
     opacity = nr.accumulate_along_rays(weights)
     np.testing.assert_allclose(opacity.numpy(), [[0.75], [0.0]])
-
-
