@@ -66,7 +66,7 @@ def edit_config(folder: Path, *path: str, value: Any) -> Path:
 
 @pytest.fixture
 def bunny(tmp_path: Path) -> Path:
-    """A run-folder copy of the zoo's pretrained NeRF (8 frames, ResField capacity 8), free to edit."""
+    """A run-folder copy of the zoo's pretrained NeRF (16 frames, ResField capacity 16), free to edit."""
     folder = tmp_path / "bunny"
     folder.mkdir()
     for name in ("config.json", "model.safetensors"):
@@ -129,12 +129,12 @@ def no_render(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_n_frames_must_match_the_resfield_capacity(bunny, tmp_path, capsys):
     edit_config(bunny, "metadata", "scene", "n_frames", value=10**9)
-    with pytest.raises(CheckpointError, match=r"metadata\.scene\.n_frames is 1000000000.* 8 frames.*capacity"):
+    with pytest.raises(CheckpointError, match=r"metadata\.scene\.n_frames is 1000000000.* 16 frames.*capacity"):
         load_nerf(bunny)
     argv = ["render", str(bunny), "--frame", "7", "--views", "1", "--size", "16", "--out", str(tmp_path / "x.gif")]
     assert main(argv) == 2
     line = error_line(capsys)
-    assert "n_frames" in line and "1000000000" in line and "8" in line
+    assert "n_frames" in line and "1000000000" in line and "16 frames" in line
     assert not (tmp_path / "x.gif").exists()
 
 
