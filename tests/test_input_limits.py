@@ -251,7 +251,9 @@ def test_nerf_options_refuse_huge_sample_counts_and_chunks():
     _fast_short_spec_error(lambda: NerfOptions(n_samples=10**7), "n_samples", "LIMITS.max_samples_per_ray")
     _fast_short_spec_error(lambda: NerfOptions(n_samples=0), "n_samples")
     _fast_short_spec_error(lambda: NerfOptions(eval_chunk=10**9), "eval_chunk", "LIMITS.max_chunk")
-    assert NerfOptions().n_samples == 32
+    for name in ("n_coarse", "render_samples", "render_coarse"):  # every per-ray count is bounded the same way
+        _fast_short_spec_error(lambda n=name: NerfOptions(**{n: 10**7}), name, "LIMITS.max_samples_per_ray")
+    assert NerfOptions().n_samples == 16
 
 
 @pytest.mark.parametrize("backend", ["torch", "tinygrad"])
