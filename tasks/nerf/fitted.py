@@ -82,7 +82,8 @@ class FittedNerf:
     (:mod:`~resfields.tasks.nerf.sampling`), ``predict(batch) -> dict of arrays`` (the model's forward
     on a NumPy batch, :func:`~resfields.tasks.nerf.model.nerf_forward`), ``chunk`` rays per call,
     ``grid_resolution`` cells per axis of the occupancy grid built (once per time) from the SDF, so
-    that rays through empty space cost nothing (0: no grid), and ``sampler`` ("surface", or
+    that rays through empty space cost nothing (0: no grid; views too small to repay building it
+    render without), and ``sampler`` ("surface", or
     "stratified": ``n_samples`` equal intervals over the box, the dense reference).
     """
 
@@ -150,7 +151,11 @@ class FittedNerf:
         """Render ``camera`` at a normalised ``time`` or a ``frame``: ``rgb`` (H, W, 3) on
         ``background``, ``opacity``/``depth`` (H, W), ``normals`` (H, W, 3)."""
         t, nearest = self.check_time(time=time, frame=frame)
-        use_grid = self.grid_resolution > 0
+        # The grid costs resolution^3 SDF queries once per time; a view too small for skipping to win
+        # that back renders without it (a rule on the view's size alone, so a render never depends
+        # on what was rendered before).
+        cost_per_ray = self.n_coarse + 4 * self.n_samples  # queries + band samples with normals
+        use_grid = 0 < self.grid_resolution and camera.height * camera.width * cost_per_ray >= self.grid_resolution**3
         return render_view(
             self.predict,
             camera,
