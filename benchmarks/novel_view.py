@@ -29,8 +29,7 @@ def novel_view_panels(targets: list[str], view: int, backend: str = "torch") -> 
     video = NerfTask(run.data, run.model).video
     held_out = video.images_of("test")
     image = int(held_out[view])
-    mask = video.mask[image][..., None]
-    truth = video.rgb[image] * mask + (1.0 - mask)
+    truth = video.on_white(np.array([image]))[0]
     panels, scores = [truth], []
     for target in targets:
         scene = load_nerf(resolve(target), backend=backend)

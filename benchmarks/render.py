@@ -39,8 +39,7 @@ def heldout_psnr(folder: str, scene: FittedNerf, dense: FittedNerf, k: int) -> d
     run, _ = load_run(folder)
     video = NerfTask(run.data, run.model).video
     images = video.images_of("test")[:k]
-    mask = video.mask[images][..., None]
-    truth = video.rgb[images] * mask + (1.0 - mask)
+    truth = video.on_white(images)
     out = {}
     for name, model in (("fast", scene), ("dense", dense)):
         pred = np.stack([model.render(video.cameras[i], frame=int(video.frame_ids[i]))["rgb"] for i in images])

@@ -119,27 +119,28 @@ class FittedNerf:
         t, nearest = self.check_time(time=time, frame=frame)
         return self._sdf_at(t, nearest)(np.asarray(points, np.float32).reshape(-1, 3))
 
+    def _evaluate(self, points: np.ndarray, t: float, frame: int) -> tuple[np.ndarray, float]:
+        """The SDF at ``points`` (N, 3) -> (N,), in queries of one fixed shape (a compiled backend
+        compiles it once), and the density's ``beta`` the model reports with it."""
+        chunk, values, beta = 16384, [], float("nan")
+        for start in range(0, max(len(points), 1), chunk):
+            part = points[start : start + chunk]
+            filled = len(part)
+            part = np.concatenate([part, np.zeros((chunk - filled, 3), np.float32)])
+            out = self.predict(query_batch(part.reshape(1, chunk, 1, 3), np.array([t]), np.array([frame])))
+            values.append(np.asarray(out["sdf"]).reshape(-1)[:filled])
+            beta = float(np.asarray(out["beta"]).reshape(-1)[0])
+        return np.concatenate(values), beta
+
     def _sdf_at(self, t: float, frame: int) -> Callable[[np.ndarray], np.ndarray]:
-        chunk = 16384
-
-        def sdf_at(points: np.ndarray) -> np.ndarray:
-            values = []
-            for start in range(0, len(points), chunk):
-                part = points[start : start + chunk]
-                filled = len(part)
-                part = np.concatenate([part, np.zeros((chunk - filled, 3), np.float32)])  # one shape per call
-                out = self.predict(query_batch(part.reshape(1, chunk, 1, 3), np.array([t]), np.array([frame])))
-                values.append(np.asarray(out["sdf"]).reshape(-1)[:filled])
-            return np.concatenate(values) if values else np.zeros(0, np.float32)
-
-        return sdf_at
+        return lambda points: self._evaluate(points, t, frame)[0]
 
     def occupancy(self, *, time: float | None = None, frame: int | None = None) -> OccupancyGrid:
         """The occupancy grid of the scene at a ``time`` or ``frame`` (built on first use, then kept)."""
         t, nearest = self.check_time(time=time, frame=frame)
         if t not in self._grids:
-            probe = self.predict(query_batch(np.zeros((1, 1, 1, 3)), np.array([t]), np.array([nearest])))
-            margin = FRONT * float(np.asarray(probe["beta"]).reshape(-1)[0])  # where the density still has weight
+            _, beta = self._evaluate(np.zeros((1, 3), np.float32), t, nearest)  # the grid queries' own shape
+            margin = FRONT * beta  # where the density still has weight
             self._grids[t] = occupancy_from_sdf(
                 self._sdf_at(t, nearest), self.bounds, resolution=self.grid_resolution, margin=margin
             )

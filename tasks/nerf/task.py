@@ -157,9 +157,7 @@ class NerfTask:
         v = self.video
         images = v.images_of("test") if len(v.split.get("test", ())) else v.images_of("train")
         pred = np.stack([self.render(predict, v.cameras[i], int(v.frame_ids[i]))["rgb"] for i in images])
-        mask = v.mask[images]
-        truth = v.rgb[images] * mask[..., None] + (1.0 - mask[..., None])  # white background
-        return pred, truth, mask
+        return pred, v.on_white(images), v.mask[images]
 
     def mesh(self, predict: Any, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """Marching cubes of the SDF at ``frame`` on a ``mesh_resolution``^3 grid over [-1, 1]^3."""

@@ -213,3 +213,9 @@ class MultiViewVideo:
         if split not in self.split:
             raise DataError(f"MultiViewVideo {self.name!r}: unknown split {split!r}; known: {sorted(self.split)}")
         return self.split[split]
+
+    def on_white(self, images: np.ndarray) -> np.ndarray:
+        """(K,) image indices -> (K, H, W, 3) their colours over a white background (as evaluation
+        renders): the rgb (stored on black) where the mask is set, white elsewhere."""
+        mask = self.mask[images][..., None]
+        return self.rgb[images] * mask + (1.0 - mask)
