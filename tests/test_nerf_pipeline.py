@@ -87,6 +87,19 @@ def test_a_grid_skips_empty_space_and_changes_nothing_else() -> None:
     assert hits <= evaluated < 0.7 * 24 * 24  # the rays beside the sphere were never evaluated
 
 
+def test_rays_that_carry_no_weight_skip_the_band_pass() -> None:
+    cam = camera(24)
+    sphere = Sphere()
+    fast = npl.render_view(sphere, cam, BOX, **OPTIONS)
+    queried = sum(shape[1] for kind, shape in sphere.calls if kind == "query")
+    banded = sum(shape[1] for kind, shape in sphere.calls if kind == "rays")
+    assert banded < 0.7 * queried  # the rays that pass the sphere by are not rendered
+    dense = npl.render_view(sphere, cam, BOX, **{**OPTIONS, "n_samples": 4096, "sampler": "stratified"})
+    skipped = fast["opacity"] == 0
+    assert skipped.sum() > 0.3 * skipped.size
+    assert dense["opacity"][skipped].max() < 1e-4  # what they would have drawn is below the tolerance
+
+
 def test_chunks_and_padding_change_nothing() -> None:
     cam = camera(10)  # 100 rays: chunks of 7 leave a padded last one
     sphere = Sphere()

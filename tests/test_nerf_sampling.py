@@ -138,3 +138,40 @@ def test_grid_input_is_checked() -> None:
         ns.OccupancyGrid(np.array([[1.0, 0, 0], [0, 1, 1]]), np.zeros((2, 2, 2), bool))
     grid = ns.occupancy_from_sdf(lambda p: np.full(len(p), np.nan), BOX, resolution=4)
     assert grid.occupied.all()  # NaN is never taken for empty space
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    radius=st.floats(0.2, 0.7),
+    beta=st.floats(1e-3, 0.05),
+    n_coarse=st.integers(8, 48),
+    seed=st.integers(0, 2**31),
+)
+def test_negligible_rays_carry_no_weight_and_rays_that_hit_are_never_negligible(radius, beta, n_coarse, seed) -> None:
+    rng = np.random.default_rng(seed)
+    impact = rng.uniform(0.0, 1.0, 64)  # the ray's closest distance to the sphere's centre
+    origins = np.stack([impact, np.zeros(64), np.full(64, -3.0)], -1)
+    directions = np.tile([0.0, 0.0, 1.0], (64, 1))
+    near, far, _ = ray_box_intersection(origins, directions, BOX)
+    edges = np.linspace(near, far, n_coarse + 1, axis=1)
+    t = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    sdf_at = sphere_sdf(np.zeros(3), radius)
+    sdf = sdf_at(origins[:, None] + directions[:, None] * t[..., None])
+    skip = ns.negligible_rays(t, sdf, beta=beta)
+    assert not skip[impact < radius].any()
+    fine = np.linspace(near, far, 20001, axis=1)  # the true optical depth, densely
+    s = sdf_at(origins[:, None] + directions[:, None] * fine[..., None])
+    sigma = np.where(s > 0, 0.5 * np.exp(-np.abs(s) / beta), 1 - 0.5 * np.exp(-np.abs(s) / beta)) / beta
+    opacity = 1 - np.exp(-np.trapezoid(sigma, fine, axis=1))
+    assert np.all(opacity[skip] < 1e-4)
+    gap = t[:, 1] - t[:, 0]
+    assert skip[impact - radius > 20 * beta + 0.75 * gap].all()  # and rays well clear of it are recognised
+
+
+def test_negligible_rays_refuses_what_it_cannot_bound() -> None:
+    t, sdf = np.array([[1.0]]), np.array([[0.9]])
+    assert not ns.negligible_rays(t, sdf, beta=0.01).any()  # one point bounds nothing
+    with pytest.raises(DataError, match="beta"):
+        ns.negligible_rays(t, sdf, beta=0.0)
+    with pytest.raises(ShapeError):
+        ns.negligible_rays(np.zeros((2, 3)), np.zeros((2, 4)), beta=0.1)

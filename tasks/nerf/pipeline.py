@@ -30,9 +30,18 @@ from resfields.tasks.common.cameras import Camera
 
 from .model import difference_offsets
 from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
-from .sampling import OccupancyGrid, occupied_points, surface_band
+from .sampling import OccupancyGrid, negligible_rays, occupied_points, surface_band
 
-__all__ = ["OUTPUTS", "Predict", "query_batch", "ray_batch", "render_rays", "render_view", "surface_intervals"]
+__all__ = [
+    "OUTPUTS",
+    "Predict",
+    "coarse_sdf",
+    "query_batch",
+    "ray_batch",
+    "render_rays",
+    "render_view",
+    "surface_intervals",
+]
 
 Predict = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 Sampler = Literal["surface", "stratified"]
@@ -80,6 +89,34 @@ def ray_batch(
     }
 
 
+def coarse_sdf(
+    query: Predict,
+    origins: np.ndarray,
+    directions: np.ndarray,
+    near: np.ndarray,
+    far: np.ndarray,
+    times: np.ndarray,
+    frames: np.ndarray,
+    *,
+    n_coarse: int,
+    rng: np.random.Generator | None = None,
+    coarse: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The sampler's query pass (arguments as :func:`surface_intervals`): ``t`` (F * P, n_coarse) the
+    coarse distances, ``sdf`` (F * P, n_coarse) the SDF there (float64) and the model's ``beta``."""
+    f, p = near.shape
+    o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
+    if coarse is None:
+        starts, ends = stratified_samples(near.reshape(-1), far.reshape(-1), n_coarse, rng)
+        t = 0.5 * (starts.astype(np.float64) + ends)
+    else:
+        t = np.asarray(coarse, np.float64).reshape(f * p, n_coarse)
+    points = o[:, None, :] + d[:, None, :] * t[..., None]
+    out = query(query_batch(points.reshape(f, p, n_coarse, 3), times, frames))
+    sdf = np.asarray(out["sdf"], np.float64).reshape(f * p, n_coarse)
+    return t, sdf, float(np.asarray(out["beta"]).reshape(-1)[0])
+
+
 def surface_intervals(
     query: Predict,
     origins: np.ndarray,
@@ -109,18 +146,10 @@ def surface_intervals(
         ``t_starts``, ``t_ends`` (F, P, n_samples) float32.
     """
     f, p = near.shape
-    o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
-    lo, hi = near.reshape(-1), far.reshape(-1)
-    if coarse is None:
-        starts, ends = stratified_samples(lo, hi, n_coarse, rng)
-        t = 0.5 * (starts.astype(np.float64) + ends)
-    else:
-        t = np.asarray(coarse, np.float64).reshape(f * p, n_coarse)
-    points = o[:, None, :] + d[:, None, :] * t[..., None]
-    out = query(query_batch(points.reshape(f, p, n_coarse, 3), times, frames))
-    sdf = np.asarray(out["sdf"], np.float64).reshape(f * p, n_coarse)
-    beta = float(np.asarray(out["beta"]).reshape(-1)[0])
-    t_starts, t_ends = surface_band(t, sdf, lo, hi, beta=beta, n_samples=n_samples, rng=rng)
+    t, sdf, beta = coarse_sdf(
+        query, origins, directions, near, far, times, frames, n_coarse=n_coarse, rng=rng, coarse=coarse
+    )
+    t_starts, t_ends = surface_band(t, sdf, near.reshape(-1), far.reshape(-1), beta=beta, n_samples=n_samples, rng=rng)
     return t_starts.reshape(f, p, n_samples), t_ends.reshape(f, p, n_samples)
 
 
@@ -184,18 +213,35 @@ def render_rays(
         "normals": np.zeros((len(o), 3), np.float32),
     }
     times, frames = np.array([time]), np.array([frame])
+    bands = np.zeros((len(o), 2, n_samples), np.float32)
+    if sampler == "surface":
+        # pass 1, queries: the band of every ray, and the rays that provably carry no weight
+        # (negligible_rays: the coarse points here are deterministic and evenly spaced)
+        for start in range(0, len(todo), chunk):
+            rows = todo[start : start + chunk]
+            ct = None if coarse is None else _padded(coarse[rows], chunk)[None]
+            t, sdf, beta = coarse_sdf(
+                predict,
+                *(_padded(a[rows], chunk)[None] for a in (o, d, near, far)),
+                times,
+                frames,
+                n_coarse=n_coarse,
+                coarse=ct,
+            )
+            t0, t1 = surface_band(
+                t, sdf, _padded(near[rows], chunk), _padded(far[rows], chunk), beta=beta, n_samples=n_samples
+            )
+            bands[rows, 0], bands[rows, 1] = t0[: len(rows)], t1[: len(rows)]
+            hit[rows[negligible_rays(t[: len(rows)], sdf[: len(rows)], beta=beta)]] = False
+        todo = np.flatnonzero(hit)
+    else:
+        bands[:, 0], bands[:, 1] = stratified_samples(near, far, n_samples)
+    # pass 2, the band: normals and colour for the rays that carry weight, in full chunks
     for start in range(0, len(todo), chunk):
         rows = todo[start : start + chunk]
         filled = len(rows)
         co, cd = _padded(o[rows], chunk)[None], _padded(d[rows], chunk)[None]
-        cn, cf = _padded(near[rows], chunk)[None], _padded(far[rows], chunk)[None]
-        if sampler == "surface":
-            ct = None if coarse is None else _padded(coarse[rows], chunk)[None]
-            t0, t1 = surface_intervals(
-                predict, co, cd, cn, cf, times, frames, n_coarse=n_coarse, n_samples=n_samples, coarse=ct
-            )
-        else:
-            t0, t1 = (edges.reshape(1, chunk, n_samples) for edges in stratified_samples(cn[0], cf[0], n_samples))
+        t0, t1 = (_padded(bands[rows, k], chunk)[None] for k in (0, 1))
         out = predict(ray_batch(co, cd, t0, t1, times, frames, fd_step))
         for key in OUTPUTS:
             result[key][rows] = np.asarray(out[key], np.float32)[0, :filled]
