@@ -4,13 +4,19 @@
 (imported on first use, so ``import resfields`` stays light).
 """
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["from_pretrained", "push_to_hub", "save_pretrained"]
+__all__ = ["__version__", "from_pretrained", "push_to_hub", "save_pretrained"]
+
+try:
+    __version__ = version("resfields")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in __all__[1:]:
         from resfields import zoo
 
         return getattr(zoo, name)

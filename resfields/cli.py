@@ -10,15 +10,18 @@ from resfields.errors import ResFieldsError, SpecError
 
 def _conformance(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
-        import json
-
+        from resfields.report import report as show
         from resfields.zoo.check import check_checkpoint
 
         backends = ("torch", "tinygrad") if args.backend == "all" else (args.backend,)
         report = check_checkpoint(
             args.checkpoint, backends, device=None if args.device == "cpu" else args.device, size=args.size
         )
-        print(json.dumps(report, indent=2))
+        lines = [report["summary"]]
+        for name, result in report["backends"].items():
+            numbers = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float))
+            lines.append(f"  {name}: {'passed' if result['passed'] else 'FAILED'} ({numbers})")
+        show(report, lines, as_json=args.json)
         return 0 if report["passed"] else 1
     from tqdm import tqdm
 
@@ -47,7 +50,10 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from resfields import __version__
+
     parser = argparse.ArgumentParser(prog="resfields", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"resfields {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     conf = sub.add_parser("conformance", help="compare backends with the NumPy float64 reference")
     conf.add_argument("--backend", choices=("torch", "tinygrad", "all"), default="all")
@@ -58,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", default=None, metavar="ID", help="check one checkpoint (zoo id, Hub id or folder) instead"
     )
     conf.add_argument("--size", type=int, default=32, help="--checkpoint: image size of the NeRF views compared")
+    conf.add_argument("--json", action="store_true", help="--checkpoint: print the report as JSON")
     conf.set_defaults(func=_conformance)
     from resfields.tasks.common.cli import add_eval_parser, add_fit_parser
 
@@ -110,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except ResFieldsError as err:  # bad input: one line naming the problem, no traceback
         print(f"resfields: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `resfields zoo list | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except OSError as err:
         if err.filename is None:  # not about a path the user gave: a bug, keep its traceback
             raise

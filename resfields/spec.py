@@ -64,6 +64,7 @@ __all__ = [
     "layer_specs",
     "parameter_count",
     "parameter_shapes",
+    "spec_differences",
     "spec_from_dict",
     "spec_from_json",
     "spec_to_dict",
@@ -599,6 +600,29 @@ def spec_to_dict(spec: AnySpec | ResFieldSpec | ArraySpec | Init) -> dict[str, A
             value = list(value)
         out[f.name] = value
     return out
+
+
+def _leaves(data: Any, path: str) -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_leaves(value, f"{path}.{key}" if path else str(key)))
+        return out
+    return {path: data}
+
+
+def spec_differences(stored: AnySpec, expected: AnySpec, limit: int = 4) -> str:
+    """What differs between a stored spec and the one a run config builds, for an error message:
+    ``"resfield.capacity: 30 stored, 60 from the run config; ..."`` (at most ``limit``, then a count)."""
+    a, b = _leaves(spec_to_dict(stored), ""), _leaves(spec_to_dict(expected), "")
+    missing = object()
+    diffs = [
+        f"{key}: {a[key] if key in a else 'absent'} stored, {b[key] if key in b else 'absent'} from the run config"
+        for key in sorted(set(a) | set(b))
+        if a.get(key, missing) != b.get(key, missing)
+    ]
+    more = f"; and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(diffs[:limit]) + more if diffs else "no difference"
 
 
 def _check_type(owner: str, name: str, value: Any, hint: Any) -> Any:

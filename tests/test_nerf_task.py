@@ -108,7 +108,11 @@ def test_render_cli_cameras_outputs_and_errors(run_folder, tmp_path, capsys):
     assert main([*argv, "--out", str(out)]) == 0
     image = iio.imread(out / "view_000.png")
     assert image.shape == (16, 48, 3) and (out / "depth.npy").is_file()
-    assert '"ms_per_view"' in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert text.startswith("rendered 1 view(s) of 16x16 (rgb, depth, normals)") and "wrote " in text
+    assert main([*argv, "--out", str(tmp_path / "one.png"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)  # stdout is the JSON document alone
+    assert summary["views"] == 1 and summary["written"] == [str(tmp_path / "one.png")] and summary["ms_per_view"] > 0
     cameras = tmp_path / "cams.json"
     from resfields.tasks.nerf.fitted import camera_to_dict
 

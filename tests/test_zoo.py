@@ -10,6 +10,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from conftest import moving_pattern_clip
 from safetensors.numpy import load_file, save_file
 
@@ -133,7 +134,7 @@ def test_nerf_checkpoint_that_does_not_match_its_recipe_is_refused(nerf_run, tmp
     config = json.loads((folder / "config.json").read_text())
     config["metadata"]["run"]["model"]["rank"] = 3  # the recipe now describes another model
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match=r"does not match.*rank: 2 stored, 3 from the run config"):
         resfields.from_pretrained(folder)
 
 
@@ -162,6 +163,38 @@ def test_nerf_pretrained_renders_on_torch_and_numpy(nerf_run, tmp_path):
         torch_model.predict(np.zeros((1, 3)))
     report = check_checkpoint(folder, ("torch",), size=8)
     assert report["passed"] and report["backends"]["torch"]["opacity_max_error"] < 1e-3
+
+
+def test_edited_weights_are_what_a_field_model_predicts_and_saves(video_run, tmp_path):
+    model = resfields.from_pretrained(video_run, backend="torch")
+    x, ids = np.zeros((4, 3), np.float32), np.arange(4) % 3
+    before = model.predict(x, frame_ids=ids)
+    with torch.no_grad():  # fine-tuning in place, as a user's own loop would
+        for p in model.model.parameters():
+            p.mul_(0.5)
+    edited = model.predict(x, frame_ids=ids)
+    assert not np.allclose(edited, before)
+    saved = model.save_pretrained(tmp_path / "edited")
+    assert not (saved / "metrics.json").exists()  # measured on the old weights: not carried over
+    assert "metrics" not in json.loads((saved / "config.json").read_text())["metadata"]
+    np.testing.assert_allclose(resfields.from_pretrained(saved, backend="numpy").predict(x, frame_ids=ids), edited, atol=1e-5)
+    unchanged = resfields.from_pretrained(video_run).save_pretrained(tmp_path / "same")
+    assert (unchanged / "metrics.json").is_file()
+
+
+def test_edited_weights_are_what_a_nerf_renders_and_saves(nerf_run, tmp_path):
+    model = resfields.from_pretrained(nerf_run, backend="torch")
+    camera = model.scene.orbit(1, 48)[0]  # large enough to render through the occupancy grid
+    before = model.render(camera, frame=0)
+    assert model.scene._grids  # built from the loaded weights
+    with torch.no_grad():
+        model.model.sdf.layers[-1].bias[0] -= 0.3  # a bigger surface: the old grid would clip it
+        model.model.color.layers[-1].bias += 2.0
+    after = model.render(camera, frame=0)
+    assert not np.allclose(after["rgb"], before["rgb"])
+    fresh = resfields.from_pretrained(model.save_pretrained(tmp_path / "edited"), backend="torch")
+    for key in ("rgb", "opacity"):  # a grid built from the edited weights: rendering the same
+        np.testing.assert_allclose(fresh.render(camera, frame=0)[key], after[key], atol=1e-5, err_msg=key)
 
 
 # ----------------------------------------------------------------------------- the zoo itself
@@ -265,5 +298,5 @@ def test_field_checkpoint_that_does_not_match_its_recipe_is_refused(video_run, t
     config = json.loads((folder / "config.json").read_text())
     config["metadata"]["run"]["model"]["width"] = 32  # the weights are width 16
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match=r"does not match.*hidden_features: 16 stored, 32 from the run config"):
         resfields.from_pretrained(folder)

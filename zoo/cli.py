@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
+
+from resfields.report import format_metrics, report
 
 __all__ = ["add_zoo_parser"]
 
@@ -12,14 +13,28 @@ __all__ = ["add_zoo_parser"]
 def _list(args: argparse.Namespace) -> int:
     from .registry import load_registry
 
+    rows, lines = [], []
     for entry in load_registry().values():
-        present = "shipped" if entry.local_folder().is_dir() else "Hub only"
-        size = (
-            sum(p.stat().st_size for p in entry.local_folder().rglob("*") if p.is_file()) if present == "shipped" else 0
+        shipped = entry.local_folder().is_dir()
+        size = sum(p.stat().st_size for p in entry.local_folder().rglob("*") if p.is_file()) if shipped else 0
+        metrics = entry.metrics.get("torch", next(iter(entry.metrics.values()), {})) if entry.metrics else {}
+        rows.append(
+            {
+                "id": entry.id,
+                "task": entry.task,
+                "shipped": shipped,
+                "size_bytes": size,
+                "check_passed": bool(entry.check.get("passed")),
+                "metrics": entry.metrics,
+                "description": entry.description,
+            }
         )
         check = "check passed" if entry.check.get("passed") else "check not passed"
-        print(f"{entry.id:32s} {entry.task:5s} {present}, {size / 1e6:.2f} MB, {check}")
-        print(f"    {entry.description}")
+        where = f"shipped, {size / 1e6:.2f} MB" if shipped else "Hub only"
+        shown = ", ".join([f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float) and "ms" not in k][:5])
+        lines += [f"{entry.id:32s} {entry.task:5s} {where}, {check}", f"    {entry.description}"]
+        lines += [f"    {shown}"] if shown else []
+    report(rows, lines, as_json=args.json)
     return 0
 
 
@@ -38,7 +53,8 @@ def _publish(args: argparse.Namespace) -> int:
     from .hub import push_to_hub
 
     commit = push_to_hub(args.folder, args.repo_id, revision=args.revision, private=args.private)
-    print(json.dumps({"repo_id": args.repo_id, "revision": args.revision or "main", "commit": commit}))
+    done = {"repo_id": args.repo_id, "revision": args.revision or "main", "commit": commit}
+    report(done, [f"pushed {args.folder} to {args.repo_id}@{done['revision']} (commit {commit})"], as_json=args.json)
     return 0
 
 
@@ -48,9 +64,12 @@ def _train(args: argparse.Namespace) -> int:
     entry = train_recipe(
         args.name, backend=args.backend, device=args.device, retrain=not args.reuse, progress=not args.quiet
     )
-    print(
-        json.dumps({"id": entry.id, "folder": entry.folder, "metrics": entry.metrics, "check": entry.check}, indent=2)
-    )
+    done = {"id": entry.id, "folder": entry.folder, "metrics": entry.metrics, "check": entry.check}
+    verdict = "passed" if entry.check.get("passed") else "FAILED"
+    lines = [f"trained {entry.id} into {entry.folder}; cross-backend check {verdict}"]
+    for backend, metrics in entry.metrics.items():
+        lines += [f"  {backend}:", *format_metrics(metrics, "    ")]
+    report(done, lines, as_json=args.json)
     return 0 if entry.check.get("passed") else 1
 
 
@@ -60,7 +79,9 @@ def add_zoo_parser(sub: Any) -> None:
 
     zoo = sub.add_parser("zoo", help="pretrained checkpoints: list, pull, publish, train")
     commands = zoo.add_subparsers(dest="zoo_command", required=True)
-    commands.add_parser("list", help="the zoo's checkpoints").set_defaults(func=_list)
+    listing = commands.add_parser("list", help="the zoo's checkpoints, with their metrics")
+    listing.add_argument("--json", action="store_true", help="as JSON (ids, files, metrics, checks)")
+    listing.set_defaults(func=_list)
     pull = commands.add_parser("pull", help="download a zoo or Hub checkpoint into the cache; prints its folder")
     pull.add_argument("id", help="a zoo id (resfields/NAME), a Hub repo id or a folder")
     pull.add_argument("--revision", default=None, help="a branch, tag or commit to pin")
@@ -72,6 +93,7 @@ def add_zoo_parser(sub: Any) -> None:
     publish.add_argument("--repo-id", required=True, metavar="ORG/NAME")
     publish.add_argument("--revision", default=None, help="a branch to push to (created if missing)")
     publish.add_argument("--private", action="store_true")
+    publish.add_argument("--json", action="store_true")
     publish.set_defaults(func=_publish)
     train = commands.add_parser("train", help="re-create a zoo checkpoint from its recipe (fit, export, eval, check)")
     train.add_argument("name", choices=sorted(RECIPES))
@@ -79,4 +101,5 @@ def add_zoo_parser(sub: Any) -> None:
     train.add_argument("--device", default=None)
     train.add_argument("--reuse", action="store_true", help="reuse runs/zoo/NAME if it was trained already")
     train.add_argument("--quiet", action="store_true")
+    train.add_argument("--json", action="store_true")
     train.set_defaults(func=_train)

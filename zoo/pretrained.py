@@ -25,8 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, checkpoint_path, save_checkpoint, shared_mode
+from resfields.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    Checkpoint,
+    check_arrays,
+    checkpoint_path,
+    save_checkpoint,
+    shared_mode,
+)
 from resfields.errors import CheckpointError, SpecError, short_repr
+from resfields.spec import spec_differences
 
 from .card import CARD_NAME, write_card
 from .registry import get_entry, verify_hashes
@@ -121,29 +130,41 @@ class Pretrained:
 
     @cached_property
     def model(self) -> Any:
-        """The backend's model (torch ``nn.Module``, tinygrad object, or the reference's)."""
+        """The backend's model (torch ``nn.Module``, tinygrad object, or the float64 reference's), built
+        once: :meth:`predict`, :attr:`scene`, :meth:`render`, :meth:`evaluate` and
+        :meth:`save_pretrained` all use it, so weights edited or fine-tuned in place are what they see."""
         from resfields.backends import get_backend
 
         return get_backend(self.backend).build(self.checkpoint.spec, self.checkpoint.arrays, self.device)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The model's current parameters, ``{canonical name: float32 array}``."""
+        from resfields.backends import get_backend
+
+        return get_backend(self.backend).to_numpy(self.model)
+
     def predict(self, x: Any, frame_ids: Any = None, times: Any = None) -> np.ndarray:
-        """Field tasks: ``x`` (N, I) with ``frame_ids`` or ``times`` (N,) -> (N, O) float NumPy.
-        On "numpy" this is the float64 reference itself (per-row weights)."""
+        """Field tasks: ``x`` (N, I) with ``frame_ids`` or ``times`` (N,) -> (N, O) NumPy (float64 on
+        "numpy", the reference, which bakes ``W(t)`` once per distinct key; float32 otherwise)."""
         if self.task == "nerf":
             raise SpecError("a nerf model renders rays: use .render(camera, time=...) or .scene")
         from resfields.tasks.common.fit import make_predict
 
-        model = self.checkpoint if self.backend == "numpy" else self.model
-        return make_predict(self.backend, model)(np.asarray(x, np.float32), frame_ids, times)
+        return make_predict(self.backend, self.model)(np.asarray(x, np.float32), frame_ids, times)
 
     @cached_property
     def scene(self) -> Any:
-        """NeRF: the :class:`~resfields.tasks.nerf.fitted.FittedNerf` (render, orbit, mesh)."""
+        """NeRF: the :class:`~resfields.tasks.nerf.fitted.FittedNerf` (render, orbit, mesh) of :attr:`model`."""
         if self.task != "nerf":
             raise SpecError(f"a {self.task} model has no scene to render; use .predict")
-        from resfields.tasks.nerf.fitted import load_nerf
+        from resfields.backends import get_backend
+        from resfields.tasks.nerf.fitted import nerf_on_model, scene_from_metadata
 
-        return load_nerf(self.folder, backend=self.backend, device=self.device)
+        where = f"{self.folder}: {CONFIG_NAME}"
+        if "scene" not in self.metadata:
+            raise CheckpointError(f"{where} metadata has no scene (n_frames, bounds); refit or re-save it")
+        stored = scene_from_metadata(self.metadata["scene"], where, model=self.run.model, spec=self.checkpoint.spec)
+        return nerf_on_model(self.run, stored, get_backend(self.backend), self.model)
 
     def render(self, camera: Any, *, time: float | None = None, frame: int | None = None) -> dict[str, np.ndarray]:
         """NeRF: ``rgb`` (H, W, 3), ``opacity``/``depth`` (H, W), ``normals`` (H, W, 3) of ``camera`` at a
@@ -151,16 +172,22 @@ class Pretrained:
         return self.scene.render(camera, time=time, frame=frame)
 
     def evaluate(self, **data_overrides: Any) -> dict[str, Any]:
-        """The task's metrics (``resfields eval``) on this backend; needs the task's data: the embedded
-        default, or ``source=PATH`` (a data path stored in a checkpoint is never read on its own)."""
+        """The task's metrics (``resfields eval``) of :attr:`model` on this backend; needs the task's data:
+        the embedded default, or ``source=PATH`` (a data path stored in a checkpoint is never read on
+        its own)."""
         from resfields.tasks.common.fit import evaluate_run
 
         return evaluate_run(
-            self.folder, backend=self.backend, device=self.device, data_overrides=data_overrides, stored_source=False
+            self.folder,
+            backend=self.backend,
+            device=self.device,
+            data_overrides=data_overrides,
+            stored_source=False,
+            model=self.model,
         )
 
     def save_pretrained(self, folder: str | Path, **kwargs: Any) -> Path:
-        """See :func:`save_pretrained`."""
+        """Save :attr:`model`'s current weights (see :func:`save_pretrained`)."""
         return save_pretrained(self, folder, **kwargs)
 
 
@@ -204,7 +231,10 @@ def _load_checked(folder: Path) -> tuple[Any, Checkpoint]:
     task = get_task(run.task)(run.data, run.model)
     expected = _expected_spec(task, ckpt, folder)
     if expected is not None and expected != ckpt.spec:
-        raise CheckpointError(f"{folder}: the stored model does not match the one its run config describes")
+        raise CheckpointError(
+            f"{folder}: the stored model does not match the one its run config describes "
+            f"({spec_differences(ckpt.spec, expected)})"
+        )
     return run, ckpt
 
 
@@ -258,7 +288,16 @@ def save_pretrained(
         SpecError: ``dtype`` is not a storage dtype.
     """
     source = model.folder if isinstance(model, Pretrained) else Path(model)
-    run, ckpt = _load_checked(source)
+    edited = False
+    if isinstance(model, Pretrained):  # what is in memory, not what was read
+        run, stored = model.run, model.checkpoint
+        arrays = check_arrays(stored.spec, model.arrays(), "the model's weights")
+        edited = any(not np.array_equal(arrays[k], stored.arrays[k]) for k in arrays)
+        # metrics measured on the stored weights say nothing about edited ones
+        metadata = {k: v for k, v in stored.metadata.items() if not (edited and k == "metrics")}
+        ckpt = Checkpoint(spec=stored.spec, arrays=arrays, metadata=metadata)
+    else:
+        run, ckpt = _load_checked(source)
     target = Path(folder)
     if target.exists() and not (target / CONFIG_NAME).is_file() and any(target.iterdir()):
         raise CheckpointError(f"{target} exists, is not empty and holds no checkpoint: refusing to overwrite it")
@@ -270,7 +309,7 @@ def save_pretrained(
         extra = dict(card or {})
         write_card(staging / CARD_NAME, run, ckpt.metadata, dtype=dtype, **extra)
         metrics = checkpoint_path(source, "metrics.json")  # a link out would copy (and publish) another file
-        if metrics.is_file():
+        if metrics.is_file() and not edited:
             try:
                 measured = json.loads(metrics.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:

@@ -144,6 +144,14 @@ class ReferenceModel:
         return self.field(x, frame_ids, times, **kw)
 
 
+CHUNK = 16384  # rows per float64 pass: bounds the activations' memory, not the result
+
+
+def _rows_of(key: Any, rows: slice, n: int) -> Any:
+    """A chunk's keys: per-row keys (N,) are sliced, a shared (scalar) key is passed on."""
+    return key[rows] if key is not None and np.ndim(key) >= 1 and len(key) == n else key
+
+
 class ReferenceBackend:
     """Inference on the NumPy float64 reference (no training): ``build``, ``infer``, ``predict``, ``concat``."""
 
@@ -174,10 +182,23 @@ class ReferenceBackend:
             keys = {"frame_ids": frame_ids, "times": times}
             shapes = {k: None if v is None else np.shape(v) for k, v in keys.items()}
             check_predict_inputs(x.shape, model.spec.in_features, shapes)
-        return np.asarray(model(x, frame_ids, times))
+        out = []
+        for start in range(0, max(len(x), 1), CHUNK):  # an empty x is one empty chunk: (0, O)
+            rows = slice(start, start + CHUNK)
+            ids, ts = (_rows_of(key, rows, len(x)) for key in (frame_ids, times))
+            out.append(np.asarray(model(x[rows], ids, ts)))
+        return np.concatenate(out)
 
     def to_numpy(self, model: ReferenceModel) -> dict[str, np.ndarray]:
-        raise SpecError("the reference backend holds a checkpoint's arrays; read them from the checkpoint")
+        """Canonical ``{name: float32 array}`` of the model's parameters (what :meth:`build` was given)."""
+        if not isinstance(model.spec, ModelSpec):
+            return {k: v.astype(np.float32) for k, v in model.field.params.items()}
+        arrays = {}
+        for name, _ in model.spec.fields:
+            arrays.update({f"{name}.{k}": v.astype(np.float32) for k, v in getattr(model, name).params.items()})
+        for name, _ in model.spec.arrays:
+            arrays[name] = np.asarray(getattr(model, name), np.float32)
+        return arrays
 
 
 BACKEND = ReferenceBackend()

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import types
 import typing
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Literal
 
 from resfields.errors import CheckpointError, SpecError
+from resfields.report import format_metrics, report
 from resfields.tasks import TASKS, get_task
 from resfields.tasks.common.config import ModelConfig, RunConfig, TrainConfig, coerce
 
@@ -158,8 +159,14 @@ def _fit(args: argparse.Namespace) -> int:
     options = {"backend": args.backend, "device": args.device, "progress": not args.quiet, "media": args.media}
     options |= {"save_every": args.save_every, "save_interval_s": args.save_interval}
     summary = fit(run, out, resume=args.resume, overwrite=args.overwrite, **options)
-    print(json.dumps(summary, indent=2))
-    print(f"run folder: {out}")
+    lines = [
+        f"fitted {run.task} on {summary['backend']} ({summary['device']}): {summary['steps']} steps, "
+        f"{summary['parameters']} parameters, {summary['train_time_s']:.1f} s "
+        f"({summary['step_time_ms']:.1f} ms a step)",
+        *format_metrics(summary["metrics"]),
+        f"run folder: {out}",
+    ]
+    report({**summary, "run_folder": str(out)}, lines, as_json=args.json)
     return 0
 
 
@@ -184,7 +191,14 @@ def _eval(args: argparse.Namespace) -> int:
     options = {"backend": args.backend, "device": args.device, "out_dir": args.out, "media": args.media}
     # a checkpoint may come from anyone: the data it was trained on is read only from a path given here
     summary = evaluate_run(folder, data_overrides=overrides, stored_source=False, **options)
-    print(json.dumps(summary, indent=2))
+    lines = [
+        f"evaluated {args.run} ({run.task}) on {summary['backend']} ({summary['device']}) "
+        f"in {summary['eval_time_s']:.1f} s",
+        *format_metrics(summary["metrics"]),
+    ]
+    if args.out is not None:
+        lines.append(f"wrote {Path(args.out) / 'metrics.json'}")
+    report(summary, lines, as_json=args.json)
     return 0
 
 
@@ -229,6 +243,7 @@ def add_fit_parser(sub: Any) -> None:
         )
         parser.add_argument("--no-media", dest="media", action="store_false", help="skip videos, images and meshes")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        parser.add_argument("--json", action="store_true", help="print the summary as JSON (and nothing else)")
         _add_dataclass_options(parser, task.Data, _DATA_PREFIX, f"{name} data options")
         _add_dataclass_options(parser, getattr(task, "Model", ModelConfig), _MODEL_PREFIX, f"model (defaults: {model})")
         _add_dataclass_options(parser, TrainConfig, _TRAIN_PREFIX, f"training (defaults: {train})")
@@ -243,6 +258,7 @@ def add_eval_parser(sub: Any) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="write metrics.json (and media with --media) here")
     parser.add_argument("--media", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON (and nothing else)")
     parser.add_argument(
         "--data",
         default=None,

@@ -53,6 +53,7 @@ from resfields.backends import get_backend
 from resfields.checkpoint import checkpoint_files, load_checkpoint, write_files_atomically
 from resfields.errors import CheckpointError, DataError, ResFieldsError, SpecError, TrainingError
 from resfields.init import sample_parameters
+from resfields.spec import spec_differences
 from resfields.tasks import get_task
 from resfields.tasks.common.config import (
     ModelConfig,
@@ -117,20 +118,8 @@ def load_run(folder: str | Path) -> tuple[RunConfig, Any]:
 
 
 def make_predict(backend: str, model: Any) -> Callable[..., np.ndarray]:
-    """``predict(x, frame_ids=None, times=None) -> (N, O)`` for a model of ``backend`` ("numpy" runs
-    the float64 reference on a :class:`~resfields.checkpoint.Checkpoint`, in chunks)."""
-    if backend == "numpy":
-
-        def predict_reference(x: np.ndarray, frame_ids: Any = None, times: Any = None) -> np.ndarray:
-            out = []
-            for start in range(0, max(len(x), 1), 16384):  # one (empty) chunk for no rows: (0, O), as the backends
-                rows = slice(start, start + 16384)
-                ids = None if frame_ids is None else frame_ids[rows]
-                ts = None if times is None else times[rows]
-                out.append(model.forward(x[rows], frame_ids=ids, times=ts).astype(np.float32))
-            return np.concatenate(out)
-
-        return predict_reference
+    """``predict(x, frame_ids=None, times=None) -> (N, O)`` for a model ``backend`` built ("numpy": the
+    float64 reference, which bakes ``W(t)`` once per distinct key, never per sample)."""
     impl = get_backend(backend)
     return lambda x, frame_ids=None, times=None: impl.predict(model, x, frame_ids, times)
 
@@ -261,7 +250,10 @@ def fit(
         spec = task.field_spec()
         if saved is not None:
             if saved.checkpoint.spec != spec:
-                raise CheckpointError(f"{out}: the stored field does not match the one its run config describes")
+                raise CheckpointError(
+                    f"{out}: the stored field does not match the one its run config describes "
+                    f"({spec_differences(saved.checkpoint.spec, spec)})"
+                )
             arrays = saved.checkpoint.arrays
         else:
             arrays = sample_parameters(spec, seed=run.train.seed)
@@ -375,8 +367,10 @@ def evaluate_run(
     media: bool = False,
     data_overrides: dict[str, Any] | None = None,
     stored_source: bool = True,
+    model: Any = None,
 ) -> dict[str, Any]:
-    """Re-evaluate the checkpoint in ``folder`` on ``backend`` ("torch", "tinygrad" or "numpy").
+    """Re-evaluate the checkpoint in ``folder`` on ``backend`` ("torch", "tinygrad" or "numpy"), or
+    ``model``, a model of that backend with the checkpoint's spec (e.g. fine-tuned in memory).
 
     Writes ``metrics.json`` (and media) to ``out_dir`` when given; returns the metrics summary.
     ``data_overrides`` replaces data options (e.g. a different ``source`` of the same shape); their
@@ -402,13 +396,16 @@ def evaluate_run(
         run = replace(run, data=replace(run.data, **overrides))
     task = get_task(run.task)(run.data, run.model)
     if task.field_spec() != ckpt.spec:
-        raise CheckpointError(f"{folder}: the stored field does not match the one its run config describes")
-    if hasattr(task, "make_forward"):  # "numpy" runs the task's forward on the float64 reference
-        impl = get_backend(backend)
+        raise CheckpointError(
+            f"{folder}: the stored field does not match the one its run config describes "
+            f"({spec_differences(ckpt.spec, task.field_spec())})"
+        )
+    impl = get_backend(backend)
+    if model is None:
         model = impl.build(ckpt.spec, ckpt.arrays, device)
+    if hasattr(task, "make_forward"):  # "numpy" runs the task's forward on the float64 reference
         predict = _predictor(impl, model, task.make_forward(impl), None)
     else:
-        model = ckpt if backend == "numpy" else get_backend(backend).build(ckpt.spec, ckpt.arrays, device)
         predict = make_predict(backend, model)
     t0 = time.perf_counter()
     metrics = task.evaluate(predict)

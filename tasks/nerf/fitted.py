@@ -14,6 +14,7 @@ time on a frame, as do Nerfies and HyperNeRF).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from resfields.errors import CheckpointError, DataError, FrameError, ResFieldsError, ShapeError, SpecError, short_repr
-from resfields.spec import ModelSpec, frame_to_time
+from resfields.spec import ModelSpec, frame_to_time, spec_differences
 from resfields.tasks.common.cameras import Camera, orbit_cameras
 from resfields.tasks.common.config import config_from_dict
 
@@ -40,6 +41,7 @@ __all__ = [
     "camera_to_dict",
     "cameras_from_json",
     "load_nerf",
+    "nerf_on_model",
     "resolve_time",
     "scene_from_metadata",
 ]
@@ -97,7 +99,9 @@ class FittedNerf:
     n_coarse: int = 16
     grid_resolution: int = 48
     sampler: Sampler = "surface"
+    weights: Callable[[], dict[str, np.ndarray]] | None = None  # the model's current parameters
     _grids: dict[float, OccupancyGrid] = field(default_factory=dict, repr=False)
+    _grids_of: bytes = field(default=b"", repr=False)  # fingerprint of the weights the grids were built from
 
     def nearest_frame(self, time: float) -> int:
         """The frame closest to normalised ``time``."""
@@ -138,6 +142,11 @@ class FittedNerf:
     def occupancy(self, *, time: float | None = None, frame: int | None = None) -> OccupancyGrid:
         """The occupancy grid of the scene at a ``time`` or ``frame`` (built on first use, then kept)."""
         t, nearest = self.check_time(time=time, frame=frame)
+        if self.weights is not None:  # weights edited in place since (fine-tuning): the grids are stale
+            fingerprint = _fingerprint(self.weights())
+            if fingerprint != self._grids_of:
+                self._grids.clear()
+                self._grids_of = fingerprint
         if t not in self._grids:
             _, beta = self._evaluate(np.zeros((1, 3), np.float32), t, nearest)  # the grid queries' own shape
             margin = FRONT * beta  # where the density still has weight
@@ -241,7 +250,13 @@ def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None 
         raise CheckpointError(f"{folder}: config.json metadata has no scene (n_frames, bounds); refit or re-save it")
     scene = scene_from_metadata(ckpt.metadata["scene"], f"{folder}: config.json", model=run.model, spec=ckpt.spec)
     impl = get_backend(backend)
-    model = impl.build(ckpt.spec, ckpt.arrays, device)
+    return nerf_on_model(run, scene, impl, impl.build(ckpt.spec, ckpt.arrays, device))
+
+
+def nerf_on_model(run: Any, scene: SceneMetadata, impl: Any, model: Any) -> FittedNerf:
+    """The :class:`FittedNerf` that renders ``model``, built by backend ``impl`` for nerf ``run`` with
+    the decoded ``scene`` (:func:`scene_from_metadata`). It holds the model itself, so weights edited
+    later are what it renders (its occupancy grids are rebuilt when they change)."""
     forward = nerf_forward(run.model, impl.concat)
     return FittedNerf(
         config=run.model,
@@ -252,7 +267,16 @@ def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None 
         chunk=run.data.eval_chunk,
         dataset_cameras=dict(scene.cameras),
         n_coarse=run.data.render_coarse,
+        weights=lambda: impl.to_numpy(model),
     )
+
+
+def _fingerprint(arrays: dict[str, np.ndarray]) -> bytes:
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.digest()
 
 
 def camera_to_dict(camera: Camera) -> dict[str, Any]:
@@ -364,6 +388,10 @@ def scene_from_metadata(
                 f"{where} metadata.scene.n_frames is {short_repr(decoded.n_frames)}, but the stored model was "
                 f"built for {count} frames ({what})"
             )
-    if nerf_spec(model, decoded.n_frames) != spec:
-        raise CheckpointError(f"{where}: the stored model does not match the one its run config describes")
+    expected = nerf_spec(model, decoded.n_frames)
+    if expected != spec:
+        raise CheckpointError(
+            f"{where}: the stored model does not match the one its run config describes "
+            f"({spec_differences(spec, expected)})"
+        )
     return decoded

@@ -14,7 +14,6 @@ anything is rendered, so a mistake costs no rendering time; files are written at
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time as clock
@@ -24,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from resfields.errors import DataError
+from resfields.report import report
 from resfields.tasks.common.cameras import Camera
 from resfields.tasks.common.media import VIDEO_FORMATS, write_array, write_image, write_video
 
@@ -74,6 +74,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=int, default=12, help="frames per second of a video")
     parser.add_argument("--out", default="orbit.mp4", help=f"where to write: {_OUTPUT_FORMS}; anything else is refused")
     parser.add_argument("--mesh", default=None, metavar="FILE.ply", help="also export the frame's mesh (128^3 grid)")
+    parser.add_argument("--json", action="store_true", help="print what was written and the timing as JSON")
     limits = parser.add_argument_group(
         "limits",
         f"checked before rendering; every view is held in memory, about {_BYTES_PER_PIXEL} bytes per pixel, "
@@ -243,9 +244,10 @@ def render_command(args: Any) -> int:
     cameras = choose_cameras(scene, args.camera, args.views, size, args.elevation)
     sizes = [(c.height, c.width) for c in cameras]
     _check_budget(len(sizes), max(sizes, key=max), sum(h * w for h, w in sizes), args, kind, f"--camera {args.camera}")
+    mesh = None
     if args.mesh is not None:
         mesh_frame = frame if frame is not None else scene.nearest_frame(args.time)
-        print(f"wrote {scene.export_mesh(mesh_frame, args.mesh)}")
+        mesh = scene.export_mesh(mesh_frame, args.mesh)
     start = clock.perf_counter()
     views = scene.render_sequence(cameras, time=args.time, frame=frame, sweep=args.time_sweep)
     seconds = clock.perf_counter() - start
@@ -258,11 +260,20 @@ def render_command(args: Any) -> int:
         written = [write_image(out / f"view_{i:03d}.png", image) for i, image in enumerate(images)]
         write_array(out / "depth.npy", views["depth"].astype(np.float32))
     h, w = images.shape[1:3]
-    timing = {
+    summary = {
         "views": len(cameras),
         "size": [h, w // len(names)],
         "ms_per_view": round(1000 * seconds / len(cameras), 1),
+        "outputs": names,
+        "written": [str(p) for p in written],
+        "mesh": None if mesh is None else str(mesh),
     }
-    print(json.dumps(timing))
-    print(f"wrote {written[0]}" + (f" (+{len(written) - 1} more)" if len(written) > 1 else ""))
+    lines = [
+        f"rendered {len(cameras)} view(s) of {h}x{w // len(names)} ({', '.join(names)}) on {args.backend}, "
+        f"{summary['ms_per_view']:.0f} ms per view",
+        f"wrote {written[0]}" + (f" (+{len(written) - 1} more)" if len(written) > 1 else ""),
+    ]
+    if mesh is not None:
+        lines.append(f"wrote {mesh}")
+    report(summary, lines, as_json=args.json)
     return 0
