@@ -69,8 +69,10 @@ def test_npy_grayscale_is_repeated_to_rgb(tmp_path: Path, known: np.ndarray) -> 
 def test_start_stride_n_frames(known_npy: Path, known: np.ndarray) -> None:
     out = vd.read_video(known_npy, start=1, frame_stride=2, n_frames=2)
     np.testing.assert_array_equal(out, known[[1, 3]] / np.float32(255))
-    # n_frames larger than what is left simply keeps what is left.
-    assert vd.read_video(known_npy, start=4, n_frames=10).shape[0] == 2
+    # n_frames larger than what is left is refused (a run would record frames that do not exist)
+    with pytest.raises(FrameError, match=r"asked for 10 frames .* only 2 remain from frame 4"):
+        vd.read_video(known_npy, start=4, n_frames=10)
+    assert vd.read_video(known_npy, start=4, n_frames=2).shape[0] == 2
     assert vd.read_video(known_npy, frame_stride=4).shape[0] == 2  # frames 0 and 4
 
 

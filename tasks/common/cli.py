@@ -158,10 +158,16 @@ def _fit(args: argparse.Namespace) -> int:
         run = _run_from_args(args)
     options = {"backend": args.backend, "device": args.device, "progress": not args.quiet, "media": args.media}
     options |= {"save_every": args.save_every, "save_interval_s": args.save_interval}
-    summary = fit(run, out, resume=args.resume, overwrite=args.overwrite, **options)
+
+    def announce(resolved: dict[str, Any]) -> None:  # before the progress bar: what the options resolved to
+        if not args.json:
+            print(f"data: {resolved['data']}", flush=True)
+            print(f"model: {resolved['model']}; {resolved['parameters']} parameters", flush=True)
+
+    summary = fit(run, out, resume=args.resume, overwrite=args.overwrite, announce=announce, **options)
     lines = [
-        f"fitted {run.task} on {summary['backend']} ({summary['device']}): {summary['steps']} steps, "
-        f"{summary['parameters']} parameters, {summary['train_time_s']:.1f} s "
+        f"fitted {run.task} on {summary['backend']} ({summary['device']}): {summary['steps']} steps in "
+        f"{summary['train_time_s']:.1f} s "
         f"({summary['step_time_ms']:.1f} ms a step)",
         *format_metrics(summary["metrics"]),
         f"run folder: {out}",

@@ -53,7 +53,7 @@ from resfields.backends import get_backend
 from resfields.checkpoint import checkpoint_files, load_checkpoint, write_files_atomically
 from resfields.errors import CheckpointError, DataError, ResFieldsError, SpecError, TrainingError
 from resfields.init import sample_parameters
-from resfields.spec import spec_differences
+from resfields.spec import ModelSpec, spec_differences
 from resfields.tasks import get_task
 from resfields.tasks.common.config import (
     ModelConfig,
@@ -130,6 +130,21 @@ def _predictor(impl: Any, model: Any, forward: Any, field_predict: Any) -> Calla
     if forward is None:
         return field_predict if field_predict is not None else make_predict(impl.name, model)
     return lambda batch: impl.infer(model, forward, batch)
+
+
+def describe_spec(spec: Any) -> str:
+    """One line about a field or model spec: its layers and ResField layers."""
+    if isinstance(spec, ModelSpec):
+        return "; ".join(f"{name}: {describe_spec(field)}" for name, field in spec.fields)
+    kind = type(spec).__name__.removesuffix("Spec")
+    if not hasattr(spec, "hidden_features"):
+        return f"{kind} {spec.in_features}->{spec.out_features}"
+    text = f"{kind} {spec.in_features}->{spec.hidden_features}x{spec.n_layers}->{spec.out_features}"
+    rf = getattr(spec, "resfield", None)
+    if rf is None or not spec.resfield_layers:
+        return text + ", no ResField layers"
+    layers = ",".join(str(i) for i in spec.resfield_layers)
+    return f"{text}, ResField layers {layers} ({rf.compression}, rank {rf.rank}, capacity {rf.capacity}, {rf.mode})"
 
 
 def _count_parameters(arrays: dict[str, np.ndarray]) -> int:
@@ -215,8 +230,12 @@ def fit(
     media: bool = True,
     save_every: int | None = None,
     save_interval_s: float | None = SAVE_INTERVAL_S,
+    announce: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``run`` on ``backend`` into the run folder ``out_dir``, save it, evaluate, write media.
+
+    ``announce`` is called once before training with ``{"data", "model", "parameters"}``: what the
+    options resolved to (frames, resolution, layers), also part of the returned summary.
 
     ``out_dir`` is created and locked before anything else; a folder holding a run needs ``resume``
     or ``overwrite``, a non-empty folder holding none needs ``overwrite`` (CheckpointError otherwise).
@@ -258,6 +277,13 @@ def fit(
         else:
             arrays = sample_parameters(spec, seed=run.train.seed)
         model = impl.build(spec, arrays, device)
+        resolved = {
+            "data": task.describe() if hasattr(task, "describe") else str(run.data),
+            "model": describe_spec(spec),
+            "parameters": _count_parameters(arrays),
+        }
+        if announce is not None:
+            announce(resolved)
         forward = task.make_forward(impl) if hasattr(task, "make_forward") else None
         trainer = impl.trainer(model, task.loss, lr=run.train.lr, forward=forward)
         if saved is not None:
@@ -338,7 +364,7 @@ def fit(
             "backend": backend,
             "device": device or "cpu",
             "steps": end,
-            "parameters": _count_parameters(impl.to_numpy(model)),
+            **resolved,
             "train_time_s": round(train_time, 2),
             "step_time_ms": round(1000 * (time.perf_counter() - t0 - eval_time) / max(steps_run, 1), 2),
             "eval_time_s": round(eval_time, 2),

@@ -139,6 +139,15 @@ class FlowTask:
     def prepare(self) -> None:
         _ = self.sets
 
+    def describe(self) -> str:
+        """The data the options resolved to, in one line (printed before training)."""
+        train, held = self.frames
+        o = self.options
+        return (
+            f"{o.source or 'the embedded deforming bunny'}: {self.sequence.n_frames} frames ({len(train)} for "
+            f"training, {len(held)} held out), {o.points_per_frame} points per frame"
+        )
+
     def field_spec(self) -> FieldSpec:
         return siren_spec(self.model, 4, 6, n_frames=self.sequence.n_frames)
 

@@ -107,6 +107,19 @@ class NerfTask:
     def prepare(self) -> None:
         _ = self.sampler._pixels, self.sampler._rays
 
+    def describe(self) -> str:
+        """The data the options resolved to, in one line (printed before training)."""
+        v = self.video
+        train, test = v.images_of("train"), v.images_of("test")
+        sizes = sorted({(c.height, c.width) for c in v.cameras})
+        shown = ", ".join(f"{h}x{w}" for h, w in sizes)
+        cams = len({int(v.camera_ids[i]) for i in train})
+        held = len({int(v.camera_ids[i]) for i in test})
+        return (
+            f"{self.options.source or 'the embedded bunny scene'}: {v.n_frames} frames from {cams} training "
+            f"cameras ({held} held out) at {shown}; {len(train)} training images"
+        )
+
     def field_spec(self) -> ModelSpec:
         return nerf_spec(self.model, self.video.n_frames)
 

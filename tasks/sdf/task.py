@@ -94,6 +94,14 @@ class SDFTask:
     def prepare(self) -> None:
         _ = self.pools
 
+    def describe(self) -> str:
+        """The data the options resolved to, in one line (printed before training)."""
+        seq, o = self.sequence, self.options
+        return (
+            f"{o.source or 'the embedded deforming bunny'}: {seq.n_frames} frames (every {o.frame_stride}), "
+            f"{o.points_per_frame} SDF samples per frame"
+        )
+
     def field_spec(self) -> FieldSpec:
         return siren_spec(self.model, 4, 1, n_frames=self.sequence.n_frames)
 

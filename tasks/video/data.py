@@ -231,7 +231,7 @@ def read_video(
             a ``.npy`` array of shape (T, H, W, 3) or grayscale (T, H, W), uint8 or float in [0, 1];
             or a folder of .png/.jpg images taken in natural order (``2.png`` before ``10.png``).
         start: index of the first frame kept.
-        n_frames: keep at most this many frames (None: all that remain).
+        n_frames: keep exactly this many frames (None: all that remain; FrameError if fewer remain).
         frame_stride: keep every ``frame_stride``-th frame from ``start`` on.
         crop: ``(top, left, height, width)`` in pixels of the source frames, applied before scaling.
         scale: downscale factor in (0, 1]; output size is ``round(H * scale) x round(W * scale)``
@@ -280,6 +280,11 @@ def read_video(
         out.append(_downscale(np.ascontiguousarray(rgb), scale))
     if not out:
         raise DataError(f"{path}: no frames left after start={start}, frame_stride={frame_stride}")
+    if n_frames is not None and len(out) < n_frames:  # a capacity for frames that do not exist is a wrong model
+        raise FrameError(
+            f"{path}: asked for {n_frames} frames (n_frames) but only {len(out)} remain from frame {start} "
+            f"with frame_stride {frame_stride}"
+        )
     return np.stack(out)
 
 

