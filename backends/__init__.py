@@ -7,15 +7,18 @@ Tasks and the conformance suite never import a framework directly; they ask
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from resfields.checkpoint import load_checkpoint, save_checkpoint
+from resfields.errors import CheckpointError, SpecError
 from resfields.spec import FieldSpec
 
 Keys = np.ndarray | None  # per-row frame ids or times
 
-__all__ = ["BACKENDS", "Backend", "Trainer", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "Trainer", "backend_of", "get_backend", "load_field", "save_field"]
 
 BACKENDS = ("torch", "tinygrad")
 
@@ -37,6 +40,9 @@ class Backend(Protocol):
 
     def to_numpy(self, model: Any) -> dict[str, np.ndarray]:
         """Canonical ``{name: float32 array}`` of the model's parameters."""
+
+    def owns(self, model: Any) -> bool:
+        """Whether ``model`` is one of this backend's models (what :meth:`build` returns)."""
 
     def value_and_grad(
         self,
@@ -104,3 +110,42 @@ def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
     return importlib.import_module(f"resfields.backends.{name}.interface").BACKEND
+
+
+def backend_of(model: Any) -> Backend:
+    """The backend whose :meth:`Backend.build` made ``model`` (torch, tinygrad or the reference);
+    SpecError for anything else. A framework that is not imported yet cannot own the model, so
+    asking never imports one."""
+    import sys
+
+    for name, framework in (("torch", "torch"), ("tinygrad", "tinygrad"), ("numpy", "numpy")):
+        if framework in sys.modules and get_backend(name).owns(model):
+            return get_backend(name)
+    raise SpecError(f"{type(model).__name__} is no resfields model of torch, tinygrad or the reference")
+
+
+def save_field(
+    folder: str | Path,
+    model: Any,
+    *,
+    metadata: dict[str, Any] | None = None,
+    dtype: str = "float32",
+) -> Path:
+    """Save a model of any backend (``build_field``, ``get_backend(...).build``) with its ``model.spec``:
+    the backend gives its canonical arrays, :func:`resfields.checkpoint.save_checkpoint` writes them
+    (``metadata``, ``dtype`` and the errors as there)."""
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise CheckpointError(f"cannot save {type(model).__name__}: it has no .spec (build it with build_field)")
+    arrays = backend_of(model).to_numpy(model)
+    return save_checkpoint(folder, spec, arrays, metadata=metadata, dtype=dtype)  # type: ignore[arg-type]
+
+
+def load_field(folder: str | Path, backend: str = "numpy", device: str | None = None) -> Any:
+    """The checkpoint in ``folder`` as a model of ``backend`` ("numpy": the float64 reference, "torch",
+    "tinygrad") on ``device``. CheckpointError for any checkpoint problem, SpecError for an unknown
+    backend or device."""
+    if backend not in ("numpy", *BACKENDS):
+        raise SpecError(f"backend must be one of {('numpy', *BACKENDS)}, got {backend!r}")
+    ckpt = load_checkpoint(folder)
+    return get_backend(backend).build(ckpt.spec, ckpt.arrays, device)

@@ -15,17 +15,16 @@ so a loader has one error family to catch.
 
 Tensors are stored as float32 (default) or float16 and are always returned as float32.
 
-Only NumPy, safetensors and the standard library are needed here; the torch and tinygrad backends
-are imported lazily by :func:`save_field` / :func:`load_field`.
+This module is the file format only: NumPy, safetensors and the standard library, no array
+framework. A backend model is saved and loaded by :func:`resfields.backends.save_field` /
+:func:`resfields.backends.load_field`, where each backend turns its model into canonical arrays and back.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -60,9 +59,7 @@ __all__ = [
     "checkpoint_path",
     "fsync_path",
     "load_checkpoint",
-    "load_field",
     "save_checkpoint",
-    "save_field",
     "write_files_atomically",
 ]
 
@@ -70,7 +67,6 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 LIBRARY = "resfields"
 STORAGE_DTYPES = ("float32", "float16")
-BACKENDS = ("numpy", "torch", "tinygrad")
 
 _TOP_LEVEL_KEYS = ("schema_version", "library", "field", "metadata")
 # safetensors dtype tags that are accepted on load (all are upcast/downcast to float32).
@@ -102,19 +98,6 @@ class Checkpoint:
     spec: AnySpec
     arrays: dict[str, np.ndarray]
     metadata: dict[str, Any] = field(default_factory=dict)
-
-    def forward(self, x: Any, frame_ids: Any = None, times: Any = None) -> np.ndarray:
-        """Evaluate the field with the NumPy float64 reference.
-
-        ``x`` is ``(..., in_features)``; ``frame_ids``/``times`` broadcast against ``x.shape[:-1]``.
-        Returns a float64 array ``(..., out_features)``.
-        """
-        from resfields.reference import field_forward
-
-        if isinstance(self.spec, ModelSpec):
-            raise SpecError("this checkpoint holds a model of several fields: evaluate one with .field(name).forward")
-        params = {name: value.astype(np.float64) for name, value in self.arrays.items()}
-        return field_forward(self.spec, params, np.asarray(x, dtype=np.float64), frame_ids=frame_ids, times=times)
 
     def field(self, name: str) -> Checkpoint:
         """One field of a model checkpoint, as a checkpoint of its own (names without the prefix)."""
@@ -460,68 +443,3 @@ def load_checkpoint(folder: PathLike) -> Checkpoint:
     spec, metadata = _read_config(folder / CONFIG_NAME)
     arrays = _read_weights(folder / WEIGHTS_NAME, spec)
     return Checkpoint(spec=spec, arrays=arrays, metadata=metadata)
-
-
-# ----------------------------------------------------------------------------- backends
-
-
-def _is_torch_module(model: Any) -> bool:
-    torch = sys.modules.get("torch")  # a torch module implies torch is already imported
-    return torch is not None and isinstance(model, torch.nn.Module)
-
-
-def save_field(
-    folder: PathLike,
-    model: Any,
-    *,
-    metadata: Mapping[str, Any] | None = None,
-    dtype: Literal["float32", "float16"] = "float32",
-) -> Path:
-    """Save a backend model (torch ``nn.Module`` or a tinygrad field) with its ``model.spec``.
-
-    The backend is detected from ``model``; its ``parameters_to_numpy`` provides the canonical
-    arrays. See :func:`save_checkpoint` for ``metadata``, ``dtype`` and the errors.
-    """
-    spec = getattr(model, "spec", None)
-    if spec is None:
-        raise CheckpointError(f"cannot save {type(model).__name__}: it has no .spec (build it with build_field)")
-    if _is_torch_module(model):
-        from resfields.backends.torch import parameters_to_numpy
-    else:
-        from resfields.backends.tinygrad import parameters_to_numpy  # type: ignore[no-redef]
-    return save_checkpoint(folder, spec, parameters_to_numpy(model), metadata=metadata, dtype=dtype)
-
-
-def load_field(
-    folder: PathLike,
-    backend: Literal["numpy", "torch", "tinygrad"] = "numpy",
-    device: Any = None,
-) -> Any:
-    """Load a checkpoint for a backend.
-
-    * ``"numpy"``: the :class:`Checkpoint` itself (evaluate with ``Checkpoint.forward`` or
-      ``resfields.reference.field_forward(ckpt.spec, ckpt.arrays, x, ...)``).
-    * ``"torch"``: a module from ``resfields.backends.torch.build_field`` on ``device``.
-    * ``"tinygrad"``: a field from ``resfields.backends.tinygrad.build_field`` on ``device``.
-
-    Raises CheckpointError for any checkpoint problem, SpecError for an unknown ``backend``.
-    """
-    if backend not in BACKENDS:
-        raise SpecError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    ckpt = load_checkpoint(folder)
-    if backend == "numpy":
-        return ckpt
-    if backend == "torch":
-        from resfields.backends import torch as backend_module
-    else:
-        from resfields.backends import tinygrad as backend_module  # type: ignore[no-redef]
-    build = backend_module.build_field
-    takes_device = "device" in inspect.signature(build).parameters
-    model = build(ckpt.spec, device=device) if device is not None and takes_device else build(ckpt.spec)
-    backend_module.load_parameters(model, ckpt.arrays)
-    if device is not None and not takes_device:  # tinygrad: build on the default device, then move
-        from tinygrad.nn.state import get_parameters
-
-        for tensor in get_parameters(model):
-            tensor.to_(device)
-    return model

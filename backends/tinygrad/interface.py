@@ -11,8 +11,9 @@ from tinygrad.nn.state import get_state_dict
 from resfields.spec import FieldSpec
 from resfields.validate import check_device
 
-from .fields import build_field
+from .fields import Field, Model, build_field
 from .frames import device_tensor
+from .layer import ResFieldLinear
 from .state import load_parameters, parameters_to_numpy
 from .training import TinygradTrainer, infer, predict
 
@@ -54,6 +55,9 @@ class TinygradBackend:
 
     def to_numpy(self, model: Any) -> dict[str, np.ndarray]:
         return parameters_to_numpy(model)
+
+    def owns(self, model: Any) -> bool:
+        return isinstance(model, ResFieldLinear | Field | Model)
 
     def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None) -> TinygradTrainer:
         return TinygradTrainer(model, loss, lr, forward)

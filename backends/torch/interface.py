@@ -39,6 +39,9 @@ class TorchBackend:
     def to_numpy(self, model: Any) -> dict[str, np.ndarray]:
         return parameters_to_numpy(model)
 
+    def owns(self, model: Any) -> bool:
+        return isinstance(model, torch.nn.Module) and hasattr(model, "spec")
+
     def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None) -> TorchTrainer:
         return TorchTrainer(model, loss, lr, forward)
 

@@ -189,6 +189,9 @@ class ReferenceBackend:
             out.append(np.asarray(model(x[rows], ids, ts)))
         return np.concatenate(out)
 
+    def owns(self, model: Any) -> bool:
+        return isinstance(model, ReferenceModel)
+
     def to_numpy(self, model: ReferenceModel) -> dict[str, np.ndarray]:
         """Canonical ``{name: float32 array}`` of the model's parameters (what :meth:`build` was given)."""
         if not isinstance(model.spec, ModelSpec):
