@@ -17,8 +17,22 @@ from resfields.errors import SpecError
 GRID = list(grid())
 
 
-@pytest.mark.parametrize("case", GRID, ids=[c.name for c in GRID])
-@pytest.mark.parametrize("backend", BACKENDS)
+def _grid_params() -> list:
+    """Every (backend, case) of the grid. On tinygrad, whose CPU kernels take seconds to build, a
+    field case with a compression other than vm is marked slow: the layer cases prove every
+    compression and mode there, and the vm field cases every field loop (activations, encoding,
+    skips, window) in both modes. ``-m slow`` runs the rest; torch runs the whole grid by default."""
+    params = []
+    for backend in BACKENDS:
+        for case in GRID:
+            kind, compression = case.name.split("/")[:2]
+            slow = backend == "tinygrad" and kind != "layer" and compression != "vm"
+            marks = [pytest.mark.slow] if slow else []
+            params.append(pytest.param(backend, case, id=f"{backend}-{case.name}", marks=marks))
+    return params
+
+
+@pytest.mark.parametrize(("backend", "case"), _grid_params())
 def test_grid_case(backend, case):
     result = run_case(get_backend(backend), case)
     assert result.passed, result

@@ -232,7 +232,15 @@ def test_every_zoo_entry_loads(zoo_id, backend):
         assert np.isfinite(model.predict(np.zeros((4, spec.in_features), np.float32), **keys)).all()
 
 
-@pytest.mark.parametrize("zoo_id", sorted(i for i in ZOO_IDS if "nerf" not in i))
+@pytest.mark.parametrize(
+    "zoo_id",
+    # one field entry by default (the same check on another Siren), all of them with -m slow
+    [
+        pytest.param(i, marks=[] if i == "resfields/video-bikes" else [pytest.mark.slow])
+        for i in sorted(ZOO_IDS)
+        if "nerf" not in i
+    ],
+)
 def test_field_zoo_entries_on_tinygrad_match_the_reference(zoo_id):
     report = check_checkpoint(zoo_id, ("tinygrad",))
     assert report["passed"], report
