@@ -65,6 +65,22 @@ def test_rays_on_an_analytic_sphere() -> None:
     assert np.all(out["opacity"][1:] < 1e-6)
 
 
+def test_view_depth_is_the_distance_of_the_surface_and_nan_on_the_background() -> None:
+    cam = camera(24)
+    view = npl.render_view(Sphere(), cam, BOX, **OPTIONS)
+    seen = view["opacity"] >= npl.MIN_DEPTH_OPACITY
+    assert np.isnan(view["depth"][~seen]).all() and seen.sum() > 50
+    origins, directions = nr.rays_from_camera(cam)
+    o, d = origins.reshape(24, 24, 3)[seen], directions.reshape(24, 24, 3)[seen]
+    b = (o * d).sum(-1)  # the analytic first hit of |o + t d| = RADIUS
+    hit = -b - np.sqrt(np.maximum(b * b - (o * o).sum(-1) + RADIUS**2, 0.0))
+    cos = np.abs(((o + hit[:, None] * d) / RADIUS * d).sum(-1))  # grazing rays gather density earlier
+    solid = view["opacity"][seen] > 0.99
+    error = np.abs(view["depth"][seen] - hit)
+    assert np.all(error[solid] <= 4 * BETA / np.maximum(cos[solid], 0.05))
+    assert np.all(error < 0.1)  # no halo: the silhouette's partial pixels lie on the surface too
+
+
 def test_the_surface_render_equals_a_dense_render() -> None:
     cam = camera(24)
     fast = npl.render_view(Sphere(), cam, BOX, **OPTIONS)

@@ -46,6 +46,7 @@ __all__ = [
 Predict = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 Sampler = Literal["surface", "stratified"]
 OUTPUTS = ("rgb", "opacity", "depth", "normals")
+MIN_DEPTH_OPACITY = 0.01  # a view's depth is NaN (background) where less of the ray than this is blocked
 
 
 def _frame_inputs(times: np.ndarray, frames: np.ndarray) -> dict[str, np.ndarray]:
@@ -257,13 +258,19 @@ def render_view(
     **options: Any,
 ) -> dict[str, np.ndarray]:
     """Render one camera (options: those of :func:`render_rays`): ``rgb`` (H, W, 3) composited on
-    ``background`` and clipped to [0, 1], ``opacity`` and ``depth`` (H, W), ``normals`` (H, W, 3)."""
+    ``background`` and clipped to [0, 1], ``opacity`` (H, W), ``depth`` (H, W) the expected distance
+    of the surface along the unit ray, given that the ray meets it (the accumulated distance divided
+    by the opacity), NaN on the background (opacity below :data:`MIN_DEPTH_OPACITY`), and
+    ``normals`` (H, W, 3) (opacity-weighted)."""
     origins, directions = rays_from_camera(camera)
     out = render_rays(predict, origins, directions, bounds, **options)
     h, w = camera.height, camera.width
+    opacity = out["opacity"]
+    seen = opacity >= MIN_DEPTH_OPACITY
+    depth = np.divide(out["depth"], opacity, out=np.full_like(opacity, np.nan), where=seen)
     return {
-        "rgb": np.clip(out["rgb"] + (1.0 - out["opacity"]) * background, 0, 1).reshape(h, w, 3),
-        "opacity": out["opacity"].reshape(h, w),
-        "depth": out["depth"].reshape(h, w),
+        "rgb": np.clip(out["rgb"] + (1.0 - opacity) * background, 0, 1).reshape(h, w, 3),
+        "opacity": opacity.reshape(h, w),
+        "depth": depth.reshape(h, w),
         "normals": out["normals"].reshape(h, w, 3),
     }

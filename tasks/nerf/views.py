@@ -204,7 +204,8 @@ def choose_cameras(scene: FittedNerf, spec: str, views: int, size: tuple[int, in
 
 def colour_outputs(views: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
     """Side-by-side panels (V, H, W * len(names), 3) in [0, 1]: rgb as is, depth as grey (near =
-    bright, normalised over the foreground of all views), normals as ``(n + 1) / 2`` over white."""
+    bright, normalised over the foreground of all views; the background, NaN depth, black), normals
+    as ``(n + 1) / 2`` over white."""
     if not names:
         raise DataError(f"colour_outputs needs at least one of {OUTPUT_NAMES}")
     opacity = views["opacity"][..., None]
@@ -212,10 +213,11 @@ def colour_outputs(views: dict[str, np.ndarray], names: list[str]) -> np.ndarray
     for name in names:
         if name == "rgb":
             panels.append(views["rgb"])
-        elif name == "depth":
-            depth, fg = views["depth"], views["opacity"] > 0.5
+        elif name == "depth":  # NaN marks the background: black there
+            depth = views["depth"]
+            fg = np.isfinite(depth) & (views["opacity"] > 0.5)
             lo, hi = np.percentile(depth[fg], [1, 99]) if fg.any() else (0.0, 1.0)
-            grey = 1.0 - np.clip((depth - lo) / max(hi - lo, 1e-6), 0, 1)
+            grey = 1.0 - np.clip((np.nan_to_num(depth, nan=hi) - lo) / max(hi - lo, 1e-6), 0, 1)
             panels.append(np.repeat((grey * views["opacity"])[..., None], 3, -1))
         elif name == "normals":
             normals = views["normals"] / np.maximum(np.linalg.norm(views["normals"], axis=-1, keepdims=True), 1e-6)
