@@ -7,13 +7,15 @@ layer reuses it (a field has one ResFieldSpec, so all its ResField layers share 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from tinygrad import Tensor
 
-from resfields.spec import AnySpec, FieldSpec, Init, LinearSpec, MLPSpec, ModelSpec, SirenSpec, init_rules, layer_specs
+from resfields.spec import AnySpec, FieldSpec, Init, LinearSpec, MLPSpec, ModelSpec, init_rules, layer_specs
 from resfields.validate import check_encoding_window, check_input_features
 
+from ..common import FieldLoop, ModelFields
 from .frames import Key, plan_times
 from .layer import ResFieldLinear, as_input, init_tensor
 
@@ -84,7 +86,7 @@ def _layer_rules(rules: dict[str, Init], i: int) -> dict[str, Init]:
     return {name[len(prefix) :]: rule for name, rule in rules.items() if name.startswith(prefix)}
 
 
-class Field:
+class Field(FieldLoop):
     """A Siren or PE-MLP field: ``field(x, frame_ids=None, times=None, validate=True)``.
 
     ``x`` is ``(..., in_features)``; ``frame_ids``/``times`` broadcast against ``x.shape[:-1]`` and
@@ -100,13 +102,26 @@ class Field:
         rules = init_rules(spec)
         self.layers = [ResFieldLinear.from_spec(s, _layer_rules(rules, i)) for i, s in enumerate(layer_specs(spec))]
 
-    def _activation(self, i: int, z: Tensor) -> Tensor:
+    # the primitives of the shared field loop (resfields.backends.common.FieldLoop)
+    def _sin(self, z: Tensor) -> Tensor:
+        return sine(z)
+
+    def _relu(self, z: Tensor) -> Tensor:
+        return z.relu()
+
+    def _softplus(self, z: Tensor, beta: float) -> Tensor:
+        return softplus(z, beta)
+
+    def _concat(self, a: Tensor, b: Tensor) -> Tensor:
+        return a.cat(b, dim=-1)
+
+    def _encode(self, x: Tensor, window: Tensor | None) -> Tensor:
         spec = self.spec
-        if isinstance(spec, SirenSpec):
-            return sine((spec.omega0 if i == 0 else spec.hidden_omega0) * z)
-        if spec.activation == "relu":
-            return z.relu()
-        return softplus(z, spec.softplus_beta)
+        assert isinstance(spec, MLPSpec)
+        return positional_encoding(x, spec.n_frequencies, spec.include_input, window)
+
+    def _apply_layer(self, layer: ResFieldLinear, h: Tensor, plan: Any) -> Tensor:
+        return layer.forward_planned(h, plan)
 
     def __call__(
         self,
@@ -125,22 +140,12 @@ class Field:
         check_encoding_window(spec, None if encoding_window is None else tuple(encoding_window.shape))
         lead = tuple(x.shape[:-1])
         plan = plan_times(spec.resfield, lead, frame_ids, times, validate, x.device)
-        h = x.reshape(math.prod(lead), spec.in_features)
-        encoded = h
-        if isinstance(spec, MLPSpec):
-            window = None if encoding_window is None else as_input(encoding_window, x.device)
-            encoded = h = positional_encoding(h, spec.n_frequencies, spec.include_input, window)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            if isinstance(spec, MLPSpec) and i in spec.skips:
-                h = h.cat(encoded, dim=-1) / math.sqrt(2.0)
-            h = layer.forward_planned(h, plan)
-            if i != last:
-                h = self._activation(i, h)
+        window = None if encoding_window is None else as_input(encoding_window, x.device)
+        h = self._run_layers(x.reshape(math.prod(lead), spec.in_features), plan, window)
         return h.reshape(*lead, h.shape[-1])
 
 
-class Model:
+class Model(ModelFields):
     """A :class:`~resfields.spec.ModelSpec`: each field and each array an attribute under its own
     name, so ``get_state_dict`` yields the canonical names (``sdf.layers.0.weight``, ``beta``). The
     task decides how the fields are combined."""
@@ -151,11 +156,6 @@ class Model:
             setattr(self, name, build_field(field_spec))
         for name, array in spec.arrays:
             setattr(self, name, init_tensor(array.shape, array.init))
-
-    def field(self, name: str) -> ResFieldLinear | Field:
-        """The model of field ``name``."""
-        self.spec.field(name)  # SpecError naming the fields if there is no such field
-        return getattr(self, name)
 
 
 def build_field(spec: AnySpec) -> ResFieldLinear | Field | Model:

@@ -6,15 +6,15 @@ and hands the plan to every ResField layer, so that work is done once per forwar
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from resfields.spec import AnySpec, FieldSpec, LinearSpec, MLPSpec, ModelSpec, SirenSpec, init_rules, layer_specs
+from resfields.spec import AnySpec, FieldSpec, LinearSpec, MLPSpec, ModelSpec, init_rules, layer_specs
 from resfields.validate import check_encoding_window, check_input_features
 
+from ..common import FieldLoop, ModelFields
 from .layer import ResFieldLinear, check_dtype, init_parameter_
 from .plan import plan_frames
 
@@ -38,7 +38,7 @@ def positional_encoding(
     return torch.cat(parts, dim=-1)
 
 
-class Field(nn.Module):
+class Field(FieldLoop, nn.Module):
     """A Siren or PE-MLP field (or a lone layer): ``field(x, frame_ids=None, times=None)``.
 
     ``x`` is ``(..., in_features)``; ``frame_ids``/``times`` broadcast against ``x.shape[:-1]`` and
@@ -60,13 +60,27 @@ class Field(nn.Module):
         for name, rule in init_rules(self.spec).items():
             init_parameter_(params[name], rule)
 
-    def _activation(self, i: int, z: torch.Tensor) -> torch.Tensor:
+    # the primitives of the shared field loop (resfields.backends.common.FieldLoop)
+    def _sin(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sin(z)
+
+    def _relu(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.relu(z)
+
+    def _softplus(self, z: torch.Tensor, beta: float) -> torch.Tensor:
+        return nn.functional.softplus(z, beta=beta)
+
+    def _concat(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, b], dim=-1)
+
+    def _encode(self, x: torch.Tensor, window: torch.Tensor | None) -> torch.Tensor:
         spec = self.spec
-        if isinstance(spec, SirenSpec):
-            return torch.sin((spec.omega0 if i == 0 else spec.hidden_omega0) * z)
-        if spec.activation == "relu":
-            return torch.relu(z)
-        return nn.functional.softplus(z, beta=spec.softplus_beta)
+        assert isinstance(spec, MLPSpec)
+        w = None if window is None else torch.as_tensor(window, dtype=x.dtype, device=x.device)
+        return positional_encoding(x, spec.n_frequencies, spec.include_input, w)
+
+    def _apply_layer(self, layer: ResFieldLinear, h: torch.Tensor, plan: Any) -> torch.Tensor:
+        return layer(h, plan=plan if layer.resfield is not None else None)
 
     def forward(
         self,
@@ -88,23 +102,10 @@ class Field(nn.Module):
         check_dtype(x, self.layers[0].weight)
         check_encoding_window(spec, None if encoding_window is None else tuple(encoding_window.shape))
         plan = plan_frames(spec.resfield, tuple(x.shape[:-1]), frame_ids, times, x.device, validate=validate)
-        h = encoded = x
-        if isinstance(spec, MLPSpec):
-            window = (
-                None if encoding_window is None else torch.as_tensor(encoding_window, dtype=h.dtype, device=h.device)
-            )
-            encoded = h = positional_encoding(h, spec.n_frequencies, spec.include_input, window)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            if isinstance(spec, MLPSpec) and i in spec.skips:
-                h = torch.cat([h, encoded], dim=-1) / math.sqrt(2.0)
-            h = layer(h, plan=plan if layer.resfield is not None else None)
-            if i != last:
-                h = self._activation(i, h)
-        return h
+        return self._run_layers(x, plan, encoding_window)
 
 
-class Model(nn.Module):
+class Model(ModelFields, nn.Module):
     """A :class:`~resfields.spec.ModelSpec`: each field a submodule and each array a parameter,
     under its own name, so ``named_parameters`` yields the canonical names (``sdf.layers.0.weight``,
     ``beta``). The task decides how the fields are combined."""
@@ -118,11 +119,6 @@ class Model(nn.Module):
             param = nn.Parameter(torch.empty(array.shape, device=device, dtype=dtype))
             self.register_parameter(name, param)
             init_parameter_(param, array.init)
-
-    def field(self, name: str) -> nn.Module:
-        """The module of field ``name``."""
-        self.spec.field(name)  # SpecError naming the fields if there is no such field
-        return getattr(self, name)
 
 
 def build_field(spec: AnySpec, device: Any = None, dtype: torch.dtype | None = None) -> nn.Module:
