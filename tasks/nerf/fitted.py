@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from resfields.errors import CheckpointError, DataError, FrameError, ResFieldsError, ShapeError, SpecError, short_repr
 from resfields.spec import ModelSpec, frame_to_time, spec_differences
@@ -196,17 +197,25 @@ class FittedNerf:
         frame: int | None = None,
         sweep: bool = False,
         background: float = 1.0,
+        progress: bool = False,
     ) -> dict[str, np.ndarray]:
         """Render each camera, at one ``time``/``frame`` or (``sweep``) at times going from -1 to 1
-        across the cameras: ``rgb`` (V, H, W, 3), ``opacity``/``depth`` (V, H, W), ``normals`` (V, H, W, 3)."""
+        across the cameras: ``rgb`` (V, H, W, 3), ``opacity``/``depth`` (V, H, W), ``normals`` (V, H, W, 3).
+        ``progress``: a bar on stderr (on a terminal)."""
         n = len(cameras)
-        if sweep:
-            times = [-1.0 + 2.0 * i / max(n - 1, 1) for i in range(n)]
-            if self.config.method in LATENT_METHODS:  # per-frame codes: each view at its nearest frame
-                times = [frame_to_time(self.nearest_frame(t), self.n_frames) for t in times]
-            views = [self.render(c, time=t, background=background) for c, t in zip(cameras, times, strict=True)]
-        else:
-            views = [self.render(c, time=time, frame=frame, background=background) for c in cameras]
+        bar = tqdm(total=n, desc="render", unit="view", leave=False, disable=None if progress else True)
+        with bar:
+            if sweep:
+                times = [-1.0 + 2.0 * i / max(n - 1, 1) for i in range(n)]
+                if self.config.method in LATENT_METHODS:  # per-frame codes: each view at its nearest frame
+                    times = [frame_to_time(self.nearest_frame(t), self.n_frames) for t in times]
+                keys = [{"time": t} for t in times]
+            else:
+                keys = [{"time": time, "frame": frame}] * n
+            views = []
+            for camera, key in zip(cameras, keys, strict=True):
+                views.append(self.render(camera, background=background, **key))
+                bar.update()
         return {key: np.stack([v[key] for v in views]) for key in OUTPUTS}
 
     def mesh(self, frame: int, resolution: int = 128) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from tqdm import tqdm
 
 from resfields.encoding import annealing_alpha, coarse_to_fine_window
 from resfields.errors import DataError, SpecError, short_repr
@@ -169,7 +170,8 @@ class NerfTask:
     def _test_views(self, predict: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         v = self.video
         images = v.images_of("test") if len(v.split.get("test", ())) else v.images_of("train")
-        pred = np.stack([self.render(predict, v.cameras[i], int(v.frame_ids[i]))["rgb"] for i in images])
+        shown = tqdm(images, desc="render held-out views", leave=False, disable=None)  # a bar on a terminal only
+        pred = np.stack([self.render(predict, v.cameras[i], int(v.frame_ids[i]))["rgb"] for i in shown])
         return pred, v.on_white(images), v.mask[images]
 
     def mesh(self, predict: Any, frame: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +201,7 @@ class NerfTask:
         if self.video.points is not None and self.options.mesh_resolution > 0:
             rng = np.random.default_rng(0)
             chamfers = []
-            for frame in range(self.video.n_frames):
+            for frame in tqdm(range(self.video.n_frames), desc="meshes for Chamfer", leave=False, disable=None):
                 v, f = self.mesh(predict, frame)
                 if len(f) == 0:
                     chamfers.append(float("inf"))

@@ -75,6 +75,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="orbit.mp4", help=f"where to write: {_OUTPUT_FORMS}; anything else is refused")
     parser.add_argument("--mesh", default=None, metavar="FILE.ply", help="also export the frame's mesh (128^3 grid)")
     parser.add_argument("--json", action="store_true", help="print what was written and the timing as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     limits = parser.add_argument_group(
         "limits",
         f"checked before rendering; every view is held in memory, about {_BYTES_PER_PIXEL} bytes per pixel, "
@@ -251,7 +252,7 @@ def render_command(args: Any) -> int:
         mesh_frame = frame if frame is not None else scene.nearest_frame(args.time)
         mesh = scene.export_mesh(mesh_frame, args.mesh)
     start = clock.perf_counter()
-    views = scene.render_sequence(cameras, time=args.time, frame=frame, sweep=args.time_sweep)
+    views = scene.render_sequence(cameras, time=args.time, frame=frame, sweep=args.time_sweep, progress=not args.quiet)
     seconds = clock.perf_counter() - start
     images = colour_outputs(views, names)
     if kind == "video":

@@ -129,7 +129,8 @@ class SDFTask:
 
     def meshes(self, predict: Predict) -> list[tuple[np.ndarray, np.ndarray]]:
         """Marching-cubes meshes of every frame."""
-        return [extract_mesh(self.sdf_grid(predict, f)) for f in range(self.sequence.n_frames)]
+        frames = tqdm(range(self.sequence.n_frames), desc="marching cubes", leave=False, disable=None)
+        return [extract_mesh(self.sdf_grid(predict, f)) for f in frames]
 
     def evaluate(self, predict: Predict) -> dict[str, float]:
         """Chamfer L1 and normal consistency per frame (``eval_samples`` points each way), averaged."""
