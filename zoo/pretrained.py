@@ -229,42 +229,13 @@ def _load_checked(folder: Path) -> tuple[Any, Checkpoint]:
     except SpecError as err:  # a bad run config inside a checkpoint is a bad checkpoint
         raise CheckpointError(f"{folder}: invalid run config in {CONFIG_NAME} ({err})") from err
     task = get_task(run.task)(run.data, run.model)
-    expected = _expected_spec(task, ckpt, folder)
+    expected = task.checkpoint_spec(ckpt.spec, ckpt.metadata, f"{folder}: {CONFIG_NAME}")
     if expected is not None and expected != ckpt.spec:
         raise CheckpointError(
             f"{folder}: the stored model does not match the one its run config describes "
             f"({spec_differences(ckpt.spec, expected)})"
         )
     return run, ckpt
-
-
-def _expected_spec(task: Any, ckpt: Checkpoint, folder: Path) -> Any:
-    """The spec the recipe builds, from the run config and the stored frame count (not the data);
-    CheckpointError naming the field for a malformed ``metadata.scene``."""
-    scene = ckpt.metadata.get("scene")
-    if task.name == "nerf":
-        if not isinstance(scene, dict) or "n_frames" not in scene:
-            return None
-        from resfields.tasks.nerf.fitted import scene_from_metadata
-        from resfields.tasks.nerf.model import nerf_spec
-
-        n_frames = scene_from_metadata(scene, f"{folder}: {CONFIG_NAME}").n_frames
-        try:
-            return nerf_spec(task.model, n_frames)
-        except SpecError as err:  # e.g. a frame count beyond the capacity limit
-            raise CheckpointError(
-                f"{folder}: {CONFIG_NAME} metadata.scene.n_frames is {short_repr(n_frames)}, for which the run "
-                f"config builds no valid model ({err})"
-            ) from err
-    from resfields.tasks.common.config import siren_spec
-
-    spec = ckpt.spec
-    if not hasattr(spec, "in_features") or not hasattr(task.model, "width"):
-        return None
-    # a field task's Siren: the stored capacity stands in for the frame count (it is the frame count
-    # unless the recipe fixed a capacity, which siren_spec then uses)
-    frames = spec.resfield.capacity if getattr(spec, "resfield", None) is not None else 1
-    return siren_spec(task.model, spec.in_features, spec.out_features, frames)
 
 
 def save_pretrained(

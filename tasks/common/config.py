@@ -99,6 +99,16 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def siren_spec_for_checkpoint(model: ModelConfig, stored: Any) -> SirenSpec | None:
+    """The Siren ``model`` describes for a stored field, without its data: the stored capacity stands in
+    for the frame count (it is the frame count unless the recipe fixed a capacity, which
+    :func:`siren_spec` then uses). None when ``stored`` is no field of in/out features."""
+    if not hasattr(stored, "in_features") or not hasattr(model, "width"):
+        return None
+    frames = stored.resfield.capacity if getattr(stored, "resfield", None) is not None else 1
+    return siren_spec(model, stored.in_features, stored.out_features, frames)
+
+
 def siren_spec(model: ModelConfig, in_features: int, out_features: int, n_frames: int) -> SirenSpec:
     """The Siren ``in_features -> out_features`` that ``model`` describes for data of ``n_frames`` frames."""
     resfield = None

@@ -38,6 +38,11 @@ class Task(Protocol):
     def prepare(self) -> None:
         """Load the data and build sample pools now (fit calls it before timing the steps)."""
 
+    def checkpoint_spec(self, stored: Any, metadata: dict[str, Any], where: str) -> Any:
+        """The spec this run config builds for a checkpoint holding ``stored`` with ``metadata``,
+        without the data (None if the checkpoint says too little); how loading tells a tampered or
+        mismatched config.json. CheckpointError naming ``where`` for malformed metadata."""
+
     def field_spec(self) -> FieldSpec:
         """The field this task fits, for ``model``."""
 

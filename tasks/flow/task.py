@@ -20,7 +20,13 @@ from resfields.errors import DataError
 from resfields.spec import FieldSpec
 from resfields.tasks.common.batches import frame_major, samples_per_frame
 from resfields.tasks.common.cameras import overview_camera
-from resfields.tasks.common.config import ModelConfig, TrainConfig, siren_spec, time_and_points
+from resfields.tasks.common.config import (
+    ModelConfig,
+    TrainConfig,
+    siren_spec,
+    siren_spec_for_checkpoint,
+    time_and_points,
+)
 from resfields.tasks.common.media import scatter_flow_image, side_by_side, write_video
 from resfields.tasks.common.meshes import (
     MeshSequence,
@@ -150,6 +156,10 @@ class FlowTask:
 
     def field_spec(self) -> FieldSpec:
         return siren_spec(self.model, 4, 6, n_frames=self.sequence.n_frames)
+
+    def checkpoint_spec(self, stored: Any, metadata: dict[str, Any], where: str) -> FieldSpec | None:
+        """The field this run config builds for a stored one, without reading the data."""
+        return siren_spec_for_checkpoint(self.model, stored)
 
     def _inputs(self, frame_ids: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
         return time_and_points(self.model, frame_ids, points, self.sequence.n_frames)

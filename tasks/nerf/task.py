@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from resfields.encoding import annealing_alpha, coarse_to_fine_window
-from resfields.errors import DataError, SpecError, short_repr
+from resfields.errors import CheckpointError, DataError, SpecError, short_repr
 from resfields.spec import ModelSpec, check_limit
 from resfields.tasks.common.batches import samples_per_frame
 from resfields.tasks.common.config import TrainConfig
@@ -26,7 +26,7 @@ from resfields.tasks.common.media import side_by_side, write_image, write_video
 from resfields.tasks.common.metrics import chamfer_l1, mean_ssim, psnr, sample_mesh_surface
 
 from .dnerf import read_dnerf
-from .fitted import FittedNerf, camera_to_dict, load_nerf
+from .fitted import FittedNerf, camera_to_dict, load_nerf, scene_from_metadata
 from .model import NerfModelConfig, nerf_forward, nerf_loss, nerf_spec
 from .neus import read_neus
 from .rays import RaySampler
@@ -123,6 +123,22 @@ class NerfTask:
 
     def field_spec(self) -> ModelSpec:
         return nerf_spec(self.model, self.video.n_frames)
+
+    def checkpoint_spec(self, stored: Any, metadata: dict[str, Any], where: str) -> ModelSpec | None:
+        """The model this run config builds for a checkpoint with ``metadata.scene`` (its frame count),
+        without reading the data; None without a scene. CheckpointError for a malformed scene or a
+        frame count no model can be built for."""
+        scene = metadata.get("scene")
+        if not isinstance(scene, dict) or "n_frames" not in scene:
+            return None
+        n_frames = scene_from_metadata(scene, where).n_frames
+        try:
+            return nerf_spec(self.model, n_frames)
+        except SpecError as err:  # e.g. a frame count beyond the capacity limit
+            raise CheckpointError(
+                f"{where} metadata.scene.n_frames is {short_repr(n_frames)}, for which the run config builds "
+                f"no valid model ({err})"
+            ) from err
 
     def make_forward(self, backend: Any) -> Any:
         """The model's forward (:func:`~resfields.tasks.nerf.model.nerf_forward`)."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from resfields.spec import FieldSpec
 from resfields.tasks.common.batches import frame_major, samples_per_frame
-from resfields.tasks.common.config import ModelConfig, TrainConfig, field_keys, siren_spec
+from resfields.tasks.common.config import ModelConfig, TrainConfig, field_keys, siren_spec, siren_spec_for_checkpoint
 from resfields.tasks.common.media import side_by_side, write_image, write_video
 from resfields.tasks.common.metrics import mean_ssim, psnr
 from resfields.tasks.common.task import Predict
@@ -90,6 +90,10 @@ class VideoTask:
 
     def field_spec(self) -> FieldSpec:
         return siren_spec(self.model, 3, 3, n_frames=self.data.n_frames)
+
+    def checkpoint_spec(self, stored: Any, metadata: dict[str, Any], where: str) -> FieldSpec | None:
+        """The field this run config builds for a stored one, without reading the data."""
+        return siren_spec_for_checkpoint(self.model, stored)
 
     def sample(self, rng: np.random.Generator, batch_size: int, step: int = 0) -> dict[str, np.ndarray]:
         n_train = len(self.data.split.train_frames)
