@@ -18,9 +18,19 @@ from resfields.spec import FieldSpec
 
 Keys = np.ndarray | None  # per-row frame ids or times
 
-__all__ = ["BACKENDS", "Backend", "Trainer", "backend_of", "get_backend", "load_field", "save_field"]
+__all__ = [
+    "BACKENDS",
+    "INFERENCE_BACKENDS",
+    "Backend",
+    "Trainer",
+    "backend_of",
+    "get_backend",
+    "load_field",
+    "save_field",
+]
 
-BACKENDS = ("torch", "tinygrad")
+BACKENDS = ("torch", "tinygrad")  # the trainable backends
+INFERENCE_BACKENDS = (*BACKENDS, "numpy")  # and the float64 reference, which only infers
 
 
 class Backend(Protocol):
@@ -145,7 +155,7 @@ def load_field(folder: str | Path, backend: str = "numpy", device: str | None = 
     """The checkpoint in ``folder`` as a model of ``backend`` ("numpy": the float64 reference, "torch",
     "tinygrad") on ``device``. CheckpointError for any checkpoint problem, SpecError for an unknown
     backend or device."""
-    if backend not in ("numpy", *BACKENDS):
-        raise SpecError(f"backend must be one of {('numpy', *BACKENDS)}, got {backend!r}")
+    if backend not in INFERENCE_BACKENDS:
+        raise SpecError(f"backend must be one of {INFERENCE_BACKENDS}, got {backend!r}")
     ckpt = load_checkpoint(folder)
     return get_backend(backend).build(ckpt.spec, ckpt.arrays, device)

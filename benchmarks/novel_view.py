@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from resfields.backends import INFERENCE_BACKENDS
 from resfields.tasks.common.fit import load_run
 from resfields.tasks.common.media import write_image
 from resfields.tasks.common.metrics import psnr
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--view", type=int, default=5)
     parser.add_argument("--scale", type=int, default=1)
-    parser.add_argument("--backend", default="torch", choices=("torch", "tinygrad", "numpy"))
+    parser.add_argument("--backend", default="torch", choices=INFERENCE_BACKENDS)
     args = parser.parse_args(argv)
     panel, scores = novel_view_panels(args.targets, args.view, args.backend)
     if args.scale > 1:

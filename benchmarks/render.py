@@ -25,6 +25,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from resfields.backends import INFERENCE_BACKENDS
 from resfields.tasks.common.metrics import psnr
 from resfields.tasks.nerf.fitted import FittedNerf, load_nerf
 from resfields.zoo.pretrained import resolve
@@ -78,7 +79,7 @@ def time_renders(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="+")
-    parser.add_argument("--backend", default="torch", choices=("torch", "tinygrad", "numpy"))
+    parser.add_argument("--backend", default="torch", choices=INFERENCE_BACKENDS)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--dense", type=int, default=0, help="also render N-sample dense references (0: no)")

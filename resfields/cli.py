@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from resfields.backends import BACKENDS
 from resfields.errors import ResFieldsError, SpecError
 
 
@@ -13,7 +14,7 @@ def _conformance(args: argparse.Namespace) -> int:
         from resfields.report import report as show
         from resfields.zoo.check import check_checkpoint
 
-        backends = ("torch", "tinygrad") if args.backend == "all" else (args.backend,)
+        backends = BACKENDS if args.backend == "all" else (args.backend,)
         report = check_checkpoint(
             args.checkpoint, backends, device=None if args.device == "cpu" else args.device, size=args.size
         )
@@ -25,7 +26,6 @@ def _conformance(args: argparse.Namespace) -> int:
         return 0 if report["passed"] else 1
     from tqdm import tqdm
 
-    from resfields.backends import BACKENDS
     from resfields.conformance import format_table, run_suite, tolerance_note
 
     backends = BACKENDS if args.backend == "all" else (args.backend,)
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"resfields {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     conf = sub.add_parser("conformance", help="compare backends with the NumPy float64 reference")
-    conf.add_argument("--backend", choices=("torch", "tinygrad", "all"), default="all")
+    conf.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
     conf.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     conf.add_argument("--random", type=int, default=24, help="number of extra random layer cases")
     conf.add_argument("--verbose", action="store_true", help="print every case, not only failures")
@@ -91,7 +91,7 @@ def check_device(backend: str, device: str | None) -> None:
     """
     if device is None:
         return
-    from resfields.backends import BACKENDS, get_backend
+    from resfields.backends import get_backend
 
     for name in BACKENDS if backend == "all" else (backend,):
         try:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from resfields.backends import BACKENDS
 from resfields.conformance.compare import TOLERANCES, normalised_error
 from resfields.spec import ModelSpec, frame_to_time
 from resfields.tasks.nerf.model import LATENT_METHODS
@@ -96,7 +97,7 @@ def _depth_error(got: np.ndarray, expected: np.ndarray) -> float:
 
 def check_checkpoint(
     id_or_path: str | Path,
-    backends: tuple[str, ...] = ("torch", "tinygrad"),
+    backends: tuple[str, ...] = BACKENDS,
     *,
     device: str | None = None,
     size: int = 32,

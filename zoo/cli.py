@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from resfields.backends import BACKENDS
 from resfields.report import format_metrics, report
 
 __all__ = ["add_zoo_parser"]
@@ -97,7 +98,7 @@ def add_zoo_parser(sub: Any) -> None:
     publish.set_defaults(func=_publish)
     train = commands.add_parser("train", help="re-create a zoo checkpoint from its recipe (fit, export, eval, check)")
     train.add_argument("name", choices=sorted(RECIPES))
-    train.add_argument("--backend", choices=("torch", "tinygrad"), default="torch")
+    train.add_argument("--backend", choices=BACKENDS, default="torch")
     train.add_argument("--device", default=None)
     train.add_argument("--reuse", action="store_true", help="reuse runs/zoo/NAME if it was trained already")
     train.add_argument("--quiet", action="store_true")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from resfields.backends import INFERENCE_BACKENDS
 from resfields.checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -42,7 +43,7 @@ from .registry import get_entry, verify_hashes
 
 __all__ = ["BACKEND_NAMES", "Pretrained", "from_pretrained", "resolve", "save_pretrained"]
 
-BACKEND_NAMES = ("torch", "tinygrad", "numpy")
+BACKEND_NAMES = INFERENCE_BACKENDS  # the names from_pretrained takes
 
 
 def resolve(

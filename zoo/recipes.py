@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from resfields.backends import BACKENDS
 from resfields.errors import SpecError
 from resfields.tasks import get_task
 from resfields.tasks.common.config import RunConfig
@@ -107,7 +108,7 @@ def train_recipe(
     target_root: Path = CHECKPOINTS,
     backend: str = "torch",
     device: str | None = None,
-    check_backends: tuple[str, ...] = ("torch", "tinygrad"),
+    check_backends: tuple[str, ...] = BACKENDS,
     progress: bool = True,
     retrain: bool = True,
 ) -> ZooEntry:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
+from resfields.backends import BACKENDS, INFERENCE_BACKENDS
 from resfields.errors import CheckpointError, SpecError
 from resfields.report import format_metrics, report
 from resfields.tasks import TASKS, get_task
@@ -222,7 +223,7 @@ def add_fit_parser(sub: Any) -> None:
         )
         parser.set_defaults(task=name, func=_fit)
         parser.add_argument("--data", default=None, help="data file or folder (default: the embedded data)")
-        parser.add_argument("--backend", choices=("torch", "tinygrad"), default="torch")
+        parser.add_argument("--backend", choices=BACKENDS, default="torch")
         parser.add_argument("--device", default=None, help="cpu (default) or cuda")
         parser.add_argument(
             "--out", default=None, help=f"run folder (default: runs/{name}); new or empty unless --resume/--overwrite"
@@ -260,7 +261,7 @@ def add_eval_parser(sub: Any) -> None:
     parser = sub.add_parser("eval", help="re-evaluate a run folder's checkpoint on a backend")
     parser.add_argument("run", help="a run folder written by `resfields fit`, a zoo id or a Hub repo id")
     parser.add_argument("--revision", default=None, help="pin a Hub revision (branch, tag or commit)")
-    parser.add_argument("--backend", choices=("torch", "tinygrad", "numpy"), default="torch")
+    parser.add_argument("--backend", choices=INFERENCE_BACKENDS, default="torch")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="write metrics.json (and media with --media) here")
     parser.add_argument("--media", action="store_true")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from resfields.backends import INFERENCE_BACKENDS
 from resfields.errors import DataError
 from resfields.report import report
 from resfields.tasks.common.cameras import Camera
@@ -60,7 +61,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``resfields render``."""
     parser.add_argument("run", help="a nerf run folder (`resfields fit nerf`), a zoo id or a Hub repo id")
     parser.add_argument("--revision", default=None, help="pin a Hub revision (branch, tag or commit)")
-    parser.add_argument("--backend", choices=("torch", "tinygrad", "numpy"), default="torch")
+    parser.add_argument("--backend", choices=INFERENCE_BACKENDS, default="torch")
     parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--frame", type=int, default=None, help="the frame to show (default: frame 0)")
