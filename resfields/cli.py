@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "device"):
             check_device(getattr(args, "backend", "torch"), args.device)
+        if args.command in ("eval", "render"):  # ids resolve through the zoo, which the tasks' commands never import
+            from resfields.zoo.pretrained import resolve
+
+            args.resolve = lambda: resolve(args.run, revision=args.revision)  # called where the command needs it
         return args.func(args)
     except ResFieldsError as err:  # bad input: one line naming the problem, no traceback
         print(f"resfields: error: {err}", file=sys.stderr)

@@ -179,9 +179,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from resfields.tasks.common.fit import evaluate_run, load_run
-    from resfields.zoo.pretrained import resolve
 
-    folder = resolve(args.run, revision=args.revision)
+    folder = args.resolve()  # the folder of a run folder, zoo id or Hub id (resfields.cli)
     run, _ = load_run(folder)
     hints = typing.get_type_hints(type(run.data))
     overrides = {}

@@ -233,15 +233,13 @@ def render_command(args: Any) -> int:
     """Run ``resfields render`` from parsed arguments (:func:`add_render_arguments`); prints what it
     wrote and the render time. Checks everything it can before loading the model, the cameras before
     rendering."""
-    from resfields.zoo.pretrained import resolve
-
     names = parse_outputs(args.outputs)
     size = _check_request(args)
     kind, out = output_target(args.out)
     if args.camera == "orbit":  # before the model loads, and before a billion cameras are built
         source = f"--views {args.views} --size {size[0]} {size[1]}"
         _check_budget(args.views, size, args.views * size[0] * size[1], args, kind, source)
-    scene = load_nerf(resolve(args.run, revision=args.revision), backend=args.backend, device=args.device)
+    scene = load_nerf(args.resolve(), backend=args.backend, device=args.device)  # folder of a run, zoo or Hub id
     frame = 0 if args.frame is None and args.time is None and not args.time_sweep else args.frame
     if not args.time_sweep:
         scene.check_time(time=args.time, frame=frame)
