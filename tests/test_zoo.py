@@ -268,7 +268,7 @@ def test_a_tampered_zoo_file_is_refused(tmp_path, monkeypatch):
     weights.write_bytes(bytes(data))
     monkeypatch.setattr(registry_module, "REGISTRY_PATH", copy / "registry.json")
     monkeypatch.setattr(registry_module.ZooEntry, "local_folder", lambda self: copy / self.folder)
-    with pytest.raises(CheckpointError, match="SHA-256"):
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
         resfields.from_pretrained("resfields/video-bikes")
 
 

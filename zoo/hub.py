@@ -64,7 +64,7 @@ from huggingface_hub.utils import _http as _hf_http  # read only: which client f
 from resfields.checkpoint import CONFIG_NAME, WEIGHTS_NAME, checkpoint_path, load_checkpoint
 from resfields.errors import CheckpointError, short_repr
 
-from .registry import file_sha256
+from .registry import verify_hashes
 
 __all__ = [
     "CHECKPOINT_PATTERNS",
@@ -612,13 +612,7 @@ def _verify(folder: Path, expected_sha256: Mapping[str, str] | None) -> None:
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
     if missing:
         raise CheckpointError(f"the repo has no {' and no '.join(missing)}")
-    for name, expected in (expected_sha256 or {}).items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"{name}: listed in expected_sha256 but not among the checkpoint files of the repo")
-        actual = file_sha256(checkpoint_path(folder, name))
-        if actual != expected.strip().lower():
-            raise CheckpointError(f"{name}: sha256 mismatch, expected {expected}, got {actual}")
+    verify_hashes(folder, expected_sha256 or {})
     load_checkpoint(folder)
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resfields.checkpoint import checkpoint_path
 from resfields.errors import CheckpointError
 
 __all__ = [
@@ -97,14 +99,16 @@ def folder_hashes(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def verify_hashes(folder: Path, expected: dict[str, str], where: str) -> None:
-    """CheckpointError naming each missing file or mismatching hash of ``folder`` against ``expected``."""
+def verify_hashes(folder: Path, expected: Mapping[str, str], where: str | None = None) -> None:
+    """CheckpointError naming each missing file and each SHA-256 mismatch of ``folder`` against
+    ``expected`` ({relative name: hex digest}), prefixed by ``where``. The one verifier of shipped zoo
+    files and of Hub downloads; files are read through :func:`~resfields.checkpoint.checkpoint_path`,
+    so a link out of the folder is refused, never hashed."""
     problems = []
     for name, digest in sorted(expected.items()):
-        path = folder / name
-        if not path.is_file():
+        if not (folder / name).is_file():
             problems.append(f"{name} is missing")
-        elif (actual := file_sha256(path)) != digest:
-            problems.append(f"{name} has SHA-256 {actual[:12]}…, the registry says {digest[:12]}…")
+        elif (actual := file_sha256(checkpoint_path(folder, name))) != digest.strip().lower():
+            problems.append(f"{name}: sha256 mismatch, expected {digest}, got {actual}")
     if problems:
-        raise CheckpointError(f"{where}: " + "; ".join(problems))
+        raise CheckpointError(("" if where is None else f"{where}: ") + "; ".join(problems))
