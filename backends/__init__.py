@@ -128,8 +128,8 @@ def backend_of(model: Any) -> Backend:
     asking never imports one."""
     import sys
 
-    for name, framework in (("torch", "torch"), ("tinygrad", "tinygrad"), ("numpy", "numpy")):
-        if framework in sys.modules and get_backend(name).owns(model):
+    for name in INFERENCE_BACKENDS:  # each backend is named after its framework's module
+        if name in sys.modules and get_backend(name).owns(model):
             return get_backend(name)
     raise SpecError(f"{type(model).__name__} is no resfields model of torch, tinygrad or the reference")
 

@@ -7,7 +7,8 @@
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["__version__", "from_pretrained", "push_to_hub", "save_pretrained"]
+_ZOO = ("from_pretrained", "push_to_hub", "save_pretrained")  # from resfields.zoo, on first use
+__all__ = ["__version__", *_ZOO]
 
 try:
     __version__ = version("resfields")
@@ -16,7 +17,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__[1:]:
+    if name in _ZOO:
         from resfields import zoo
 
         return getattr(zoo, name)

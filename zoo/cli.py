@@ -18,7 +18,7 @@ def _list(args: argparse.Namespace) -> int:
     for entry in load_registry().values():
         shipped = entry.local_folder().is_dir()
         size = sum(p.stat().st_size for p in entry.local_folder().rglob("*") if p.is_file()) if shipped else 0
-        metrics = entry.metrics.get("torch", next(iter(entry.metrics.values()), {})) if entry.metrics else {}
+        metrics = next(iter(entry.metrics.values()), {})  # the first measurement listed (end of training)
         rows.append(
             {
                 "id": entry.id,

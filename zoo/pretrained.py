@@ -159,13 +159,10 @@ class Pretrained:
         if self.task != "nerf":
             raise SpecError(f"a {self.task} model has no scene to render; use .predict")
         from resfields.backends import get_backend
-        from resfields.tasks.nerf.fitted import nerf_on_model, scene_from_metadata
+        from resfields.tasks.nerf.fitted import nerf_on_model, stored_scene
 
-        where = f"{self.folder}: {CONFIG_NAME}"
-        if "scene" not in self.metadata:
-            raise CheckpointError(f"{where} metadata has no scene (n_frames, bounds); refit or re-save it")
-        stored = scene_from_metadata(self.metadata["scene"], where, model=self.run.model, spec=self.checkpoint.spec)
-        return nerf_on_model(self.run, stored, get_backend(self.backend), self.model)
+        scene = stored_scene(self.run, self.checkpoint, f"{self.folder}: {CONFIG_NAME}")
+        return nerf_on_model(self.run, scene, get_backend(self.backend), self.model)
 
     def render(self, camera: Any, *, time: float | None = None, frame: int | None = None) -> dict[str, np.ndarray]:
         """NeRF: ``rgb`` (H, W, 3), ``opacity``/``depth`` (H, W), ``normals`` (H, W, 3) of ``camera`` at a

@@ -45,6 +45,7 @@ __all__ = [
     "nerf_on_model",
     "resolve_time",
     "scene_from_metadata",
+    "stored_scene",
 ]
 
 
@@ -255,11 +256,17 @@ def load_nerf(folder: str | Path, *, backend: str = "torch", device: str | None 
         raise CheckpointError(f"{folder}: invalid run config in config.json ({err})") from err
     if run.task != "nerf":
         raise DataError(f"{folder}: this needs a nerf checkpoint, this one is {run.task!r}")
-    if "scene" not in ckpt.metadata:
-        raise CheckpointError(f"{folder}: config.json metadata has no scene (n_frames, bounds); refit or re-save it")
-    scene = scene_from_metadata(ckpt.metadata["scene"], f"{folder}: config.json", model=run.model, spec=ckpt.spec)
+    scene = stored_scene(run, ckpt, f"{folder}: config.json")  # checked before the model is built
     impl = get_backend(backend)
     return nerf_on_model(run, scene, impl, impl.build(ckpt.spec, ckpt.arrays, device))
+
+
+def stored_scene(run: Any, ckpt: Any, where: str) -> SceneMetadata:
+    """The decoded ``metadata.scene`` of nerf checkpoint ``ckpt`` of ``run``, checked against its model
+    (:func:`scene_from_metadata`); CheckpointError naming ``where`` when it is missing or wrong."""
+    if "scene" not in ckpt.metadata:
+        raise CheckpointError(f"{where} metadata has no scene (n_frames, bounds); refit or re-save it")
+    return scene_from_metadata(ckpt.metadata["scene"], where, model=run.model, spec=ckpt.spec)
 
 
 def nerf_on_model(run: Any, scene: SceneMetadata, impl: Any, model: Any) -> FittedNerf:

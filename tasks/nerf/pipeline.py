@@ -220,18 +220,12 @@ def render_rays(
         # (negligible_rays: the coarse points here are deterministic and evenly spaced)
         for start in range(0, len(todo), chunk):
             rows = todo[start : start + chunk]
+            po, pd, pn, pf = (_padded(a[rows], chunk) for a in (o, d, near, far))
             ct = None if coarse is None else _padded(coarse[rows], chunk)[None]
             t, sdf, beta = coarse_sdf(
-                predict,
-                *(_padded(a[rows], chunk)[None] for a in (o, d, near, far)),
-                times,
-                frames,
-                n_coarse=n_coarse,
-                coarse=ct,
+                predict, po[None], pd[None], pn[None], pf[None], times, frames, n_coarse=n_coarse, coarse=ct
             )
-            t0, t1 = surface_band(
-                t, sdf, _padded(near[rows], chunk), _padded(far[rows], chunk), beta=beta, n_samples=n_samples
-            )
+            t0, t1 = surface_band(t, sdf, pn, pf, beta=beta, n_samples=n_samples)
             bands[rows, 0], bands[rows, 1] = t0[: len(rows)], t1[: len(rows)]
             hit[rows[negligible_rays(t[: len(rows)], sdf[: len(rows)], beta=beta)]] = False
         todo = np.flatnonzero(hit)
