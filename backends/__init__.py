@@ -68,11 +68,13 @@ class Backend(Protocol):
         parameter, all as float64 NumPy arrays. ``x``: ``(..., I)``; ``y``: ``(..., O)``;
         ``encoding_window`` ``(L,)`` weighs a PE-MLP's bands (coarse-to-fine)."""
 
-    def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None) -> Trainer:
+    def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None, distributed: bool = False) -> Trainer:
         """An Adam :class:`Trainer` for ``model``; ``loss(pred, batch) -> scalar`` uses only methods
         both frameworks share (``-``, ``*``, ``/``, ``.abs()``, ``.square()``, ``.mean()``, ``.sum()``).
         ``forward(model, batch) -> pred`` replaces the default ``model(batch["x"], frame_ids=...,
-        times=...)``, e.g. to combine the fields of a :class:`~resfields.spec.ModelSpec` model."""
+        times=...)``, e.g. to combine the fields of a :class:`~resfields.spec.ModelSpec` model.
+        ``distributed``: the trainer of one rank of a ``torch.distributed`` run (gradients averaged over
+        the ranks; SpecError on a backend without it)."""
 
     def predict(
         self, model: Any, x: np.ndarray, frame_ids: np.ndarray | None = None, times: np.ndarray | None = None

@@ -34,11 +34,11 @@ import dataclasses
 import json
 import math
 import os
-import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from resfields.decode import decode_dataclass, decode_value
 from resfields.errors import SpecError, short_repr
 from resfields.jsonio import loads_strict
 
@@ -625,59 +625,6 @@ def spec_differences(stored: AnySpec, expected: AnySpec, limit: int = 4) -> str:
     return "; ".join(diffs[:limit]) + more if diffs else "no difference"
 
 
-def _check_type(owner: str, name: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is ResFieldSpec:
-        if not isinstance(value, dict):
-            _fail(owner, f"{name} must be an object, got {type(value).__name__}")
-        return _from_dict(ResFieldSpec, value)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _check_type(owner, name, value, inner)
-    if origin is Literal:
-        if value not in args:
-            _fail(owner, f"{name} must be one of {args}, got {short_repr(value)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            _fail(owner, f"{name} must be a list, got {type(value).__name__}")
-        return tuple(_check_type(owner, f"{name}[]", v, args[0]) for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            _fail(owner, f"{name} must be a boolean, got {short_repr(value)}")
-        return value
-    if hint is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            _fail(owner, f"{name} must be an integer, got {short_repr(value)}")
-        return value
-    if hint is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            _fail(owner, f"{name} must be a number, got {short_repr(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            _fail(owner, f"{name} must be a string, got {short_repr(value)}")
-        return value
-    raise AssertionError(f"unhandled type hint {hint!r}")  # a bug in this module, not bad input
-
-
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    owner = cls.__name__
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        _fail(owner, f"unknown key(s) {short_repr(unknown)}; allowed: {sorted(names)}")
-    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-    missing = sorted(required - set(data))
-    if missing:
-        _fail(owner, f"missing key(s) {missing}")
-    return cls(**{k: _check_type(owner, k, v, hints[k]) for k, v in data.items()})
-
-
 def _model_from_dict(data: dict[str, Any]) -> ModelSpec:
     unknown = sorted(set(data) - {"type", "fields", "arrays"})
     if unknown:
@@ -691,8 +638,9 @@ def _model_from_dict(data: dict[str, Any]) -> ModelSpec:
             _fail("ModelSpec", f"array {short_repr(name)} must be an object with exactly 'shape' and 'init'")
         if not isinstance(array["init"], dict):
             _fail("ModelSpec", f"array {short_repr(name)}: 'init' must be an object")
-        shape = _check_type("ArraySpec", "shape", array["shape"], tuple[int, ...])
-        parsed_arrays.append((name, ArraySpec(shape, _from_dict(Init, array["init"]))))
+        where = f"ModelSpec.arrays.{name}"
+        shape = decode_value(tuple[int, ...], array["shape"], f"{where}.shape")
+        parsed_arrays.append((name, ArraySpec(shape, decode_dataclass(Init, array["init"], f"{where}.init"))))
     return ModelSpec(tuple((n, spec_from_dict(f)) for n, f in fields.items()), tuple(parsed_arrays))
 
 
@@ -705,7 +653,7 @@ def spec_from_dict(data: dict[str, Any]) -> AnySpec:
         return _model_from_dict(data)
     if kind not in _SPEC_TYPES:
         raise SpecError(f"spec 'type' must be one of {sorted([*_SPEC_TYPES, 'model'])}, got {short_repr(kind)}")
-    return _from_dict(_SPEC_TYPES[kind], data)
+    return decode_dataclass(_SPEC_TYPES[kind], data)
 
 
 def spec_to_json(spec: AnySpec) -> str:

@@ -223,17 +223,19 @@ def test_parameter_mismatch_message_is_truncated():
 
 
 def test_run_config_errors_never_echo_huge_values():
-    from resfields.tasks.common.config import TrainConfig, config_from_dict
+    from resfields.decode import decode_dataclass
+    from resfields.tasks.common.config import TrainConfig
 
-    _fast_short_spec_error(lambda: config_from_dict(TrainConfig, {"batch_size": list(range(10**5))}), "batch_size")
-    _fast_short_spec_error(lambda: config_from_dict(TrainConfig, {f"k{i}": 0 for i in range(10**5)}), "unknown")
+    _fast_short_spec_error(lambda: decode_dataclass(TrainConfig, {"batch_size": list(range(10**5))}), "batch_size")
+    _fast_short_spec_error(lambda: decode_dataclass(TrainConfig, {f"k{i}": 0 for i in range(10**5)}), "unknown")
 
 
 def test_train_config_refuses_huge_batches():
-    from resfields.tasks.common.config import TrainConfig, config_from_dict
+    from resfields.decode import decode_dataclass
+    from resfields.tasks.common.config import TrainConfig
 
     _fast_short_spec_error(lambda: TrainConfig(batch_size=10**12), "batch_size", "LIMITS.max_batch_size")
-    _fast_short_spec_error(lambda: config_from_dict(TrainConfig, {"batch_size": 10**12}), "max_batch_size")
+    _fast_short_spec_error(lambda: decode_dataclass(TrainConfig, {"batch_size": 10**12}), "max_batch_size")
     assert TrainConfig(batch_size=LIMITS.max_batch_size).batch_size == LIMITS.max_batch_size
 
 

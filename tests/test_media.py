@@ -204,7 +204,7 @@ def test_render_empty_mesh_is_all_background():
 
 
 def test_render_mesh_errors():
-    with pytest.raises(DataError, match="index"):
+    with pytest.raises(DataError, match="face indices"):
         render_mesh(CUBE_VERTICES, CUBE_FACES + 8, _front_camera(9))
     with pytest.raises(ShapeError, match="vertices"):
         render_mesh(CUBE_VERTICES[:, :2], CUBE_FACES, _front_camera(9))

@@ -11,7 +11,7 @@ import pytest
 
 from resfields.errors import DataError
 from resfields.tasks.common.cameras import generate_rays, project
-from resfields.tasks.common.meshes import points_from_barycentric, sample_surface
+from resfields.tasks.common.geometry import points_from_barycentric, sample_surface
 from resfields.tasks.nerf import scene as ns
 from resfields.tasks.nerf.neus import read_neus
 from resfields.tasks.nerf.video import MultiViewVideo

@@ -11,7 +11,7 @@ import pytest
 from resfields.cli import main
 from resfields.errors import FrameError
 from resfields.tasks.common.fit import load_run
-from resfields.tasks.common.meshes import read_mesh
+from resfields.tasks.common.meshio import read_mesh
 from resfields.tasks.nerf.fitted import load_nerf
 from resfields.tasks.nerf.scene import make_scene
 from resfields.tasks.nerf.task import export_mesh

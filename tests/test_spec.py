@@ -122,9 +122,9 @@ def test_strict_dict_and_json_parsing():
     good = spec_to_dict(SirenSpec(3, 1))
     with pytest.raises(SpecError, match="unknown key"):
         spec_from_dict({**good, "hiden_features": 3})
-    with pytest.raises(SpecError, match="must be an integer"):
+    with pytest.raises(SpecError, match="expected an integer"):
         spec_from_dict({**good, "hidden_features": "64"})
-    with pytest.raises(SpecError, match="must be an integer"):
+    with pytest.raises(SpecError, match="expected an integer"):
         spec_from_dict({**good, "n_layers": True})
     with pytest.raises(SpecError, match="missing key"):
         spec_from_dict({"type": "siren", "in_features": 3})

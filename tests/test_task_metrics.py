@@ -244,7 +244,7 @@ def test_mesh_metrics_empty_prediction_is_a_terrible_result_not_an_error():
 def test_mesh_metrics_errors():
     with pytest.raises(DataError, match="ground-truth"):
         mesh_metrics(CUBE_VERTICES, CUBE_FACES, np.zeros((0, 3)), np.zeros((0, 3), dtype=int), n_samples=10)
-    with pytest.raises(DataError, match="index vertices"):
+    with pytest.raises(DataError, match="face indices"):
         mesh_metrics(CUBE_VERTICES, CUBE_FACES + 10, CUBE_VERTICES, CUBE_FACES, n_samples=10)
     with pytest.raises(ShapeError, match="faces"):
         mesh_metrics(CUBE_VERTICES, CUBE_FACES[:, :2], CUBE_VERTICES, CUBE_FACES, n_samples=10)

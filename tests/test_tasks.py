@@ -19,7 +19,8 @@ from resfields.spec import frame_to_time
 from resfields.tasks import get_task
 from resfields.tasks.common.config import ModelConfig, RunConfig, TrainConfig, config_to_dict, field_keys
 from resfields.tasks.common.fit import evaluate_run, fit, load_run, run_from_dict
-from resfields.tasks.common.meshes import MeshSequence, write_anime
+from resfields.tasks.common.meshio import write_anime
+from resfields.tasks.common.sequence import MeshSequence
 
 pytest.importorskip("tinygrad")
 

@@ -288,6 +288,23 @@ def test_jitted_training_step_reduces_loss() -> None:
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_training_takes_the_keys_inference_takes() -> None:
+    # one key check for the layer, the field, training and prediction: infinite times clamp, NaN is refused
+    from resfields.backends.tinygrad.training import TinygradTrainer
+
+    layer = ResFieldLinear.from_spec(LinearSpec(2, 1, True, _rf("vm", "interpolation")))
+    times = np.array([-np.inf, -0.5, 0.5, np.inf], dtype=np.float32)
+    batch = {"x": np.ones((4, 2), np.float32), "times": times, "y": np.zeros((4, 1), np.float32)}
+    trainer = TinygradTrainer(layer, lambda pred, b: (pred - b["y"]).square().mean(), 1e-2)
+    assert np.isfinite(trainer.step(batch))
+    assert np.isfinite(trainer.predict(batch["x"], times=times)).all()
+    nan = np.array([0.0, np.nan, 0.0, 0.0], dtype=np.float32)
+    for call in (lambda: layer(batch["x"], times=nan), lambda: trainer.step({**batch, "times": nan})):
+        with pytest.raises(FrameError, match="times contain NaN"):
+            call()
+    assert trainer.optimizer_state()["adam.step"].tolist() == [1]
+
+
 def test_sine_matches_numpy_over_siren_range():
     from resfields.backends.tinygrad.fields import sine
 

@@ -7,9 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import numpy as np  # noqa: E402
+
 from resfields.backends.torch import Field, ResFieldLinear, grouped_linear, plan_frames  # noqa: E402
-from resfields.errors import FrameError, ShapeError  # noqa: E402
-from resfields.spec import ResFieldSpec, SirenSpec, frame_to_time  # noqa: E402
+from resfields.backends.torch.training import TorchTrainer  # noqa: E402
+from resfields.errors import CheckpointError, FrameError, ShapeError  # noqa: E402
+from resfields.spec import ResFieldSpec, SirenSpec, frame_to_time, parameter_shapes  # noqa: E402
 
 
 def _layer(**kw) -> ResFieldLinear:
@@ -36,6 +39,35 @@ def test_is_a_drop_in_linear():
     # a fresh layer has zero residuals: it computes exactly what nn.Linear computes
     torch.testing.assert_close(layer(x, frame_ids=3), torch.nn.functional.linear(x, layer.weight, layer.bias))
     assert "rank=3, capacity=10" in repr(layer)
+
+
+def test_parameters_register_in_canonical_order():
+    # state_dict keys and order are what checkpoints and PyTorchModelHubMixin store
+    layer = ResFieldLinear(6, 5, bias=False, rank=3, capacity=10, compression="tucker", dtype=torch.float64)
+    assert list(layer.state_dict()) == list(parameter_shapes(layer.spec))
+    assert layer.bias is None and layer.weight.dtype == torch.float64
+    assert layer.extra_repr() == (
+        "in_features=6, out_features=5, bias=False, rank=3, capacity=10, mode=lookup, compression=tucker"
+    )
+    assert ResFieldLinear.from_spec(layer.spec).extra_repr() == layer.extra_repr()
+
+
+def test_optimizer_state_round_trips_and_a_bad_one_changes_nothing():
+    torch.manual_seed(0)
+    spec = SirenSpec(2, 1, hidden_features=8, n_layers=3, resfield_layers=(1,), resfield=ResFieldSpec(4, 2))
+    batch = {"x": np.random.default_rng(0).normal(size=(8, 2)), "frame_ids": np.arange(8) % 4, "y": np.ones((8, 1))}
+    trainer = TorchTrainer(Field(spec), lambda pred, b: (pred - b["y"]).square().mean(), 1e-2)
+    for _ in range(2):
+        trainer.step(batch)
+    state = trainer.optimizer_state()
+    assert state["adam.step"].tolist() == [2] and state["adam.m.layers.1.matrices"].shape == (2, 8, 8)
+    fresh = TorchTrainer(Field(spec), trainer.loss, 1e-2)
+    bad = dict(state, **{"adam.v.layers.2.weight": np.zeros((3, 3))})
+    with pytest.raises(CheckpointError, match=r"'layers\.2\.weight' has shape \(3, 3\), expected \(1, 8\)"):
+        fresh.load_optimizer_state(bad)
+    assert not fresh.optimizer.state  # every moment is checked before any is installed
+    fresh.load_optimizer_state(state)
+    assert all(np.array_equal(v, state[k]) for k, v in fresh.optimizer_state().items())
 
 
 @pytest.mark.parametrize("compression", ["vm", "none", "cp", "tucker"])

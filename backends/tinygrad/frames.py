@@ -21,7 +21,7 @@ from tinygrad import Tensor, dtypes
 from resfields.spec import ResFieldSpec
 from resfields.validate import broadcast_time_shape, check_frame_range, check_time_arguments, check_times, row_split
 
-__all__ = ["TimePlan", "device_tensor", "plan_times", "time_matrix"]
+__all__ = ["TimePlan", "check_key_values", "device_tensor", "plan_times", "time_matrix"]
 
 Key = Tensor | np.ndarray | int | float | Any
 
@@ -61,8 +61,10 @@ def time_matrix(rf: ResFieldSpec, key: Tensor) -> Tensor:
     return (1.0 - weight) * below + weight * above
 
 
-def _validate_values(rf: ResFieldSpec, which: str, key: Tensor | np.ndarray, validate: bool) -> None:
-    """Dtype checks always (free); value checks (range, NaN) only when ``validate``, since for a
+def check_key_values(rf: ResFieldSpec, which: str, key: Tensor | np.ndarray, validate: bool = True) -> None:
+    """FrameError unless ``key`` (any shape) is a valid ``which`` ("frame_ids" or "times") of ``rf``:
+    the one check of keys for the layer, the field, training and prediction alike. Dtype checks
+    always (free); value checks (range, NaN; infinite times clamp) only when ``validate``, since for a
     Tensor key they read data back from the device, which a jitted step must not do."""
     if isinstance(key, Tensor):
         integer, floating = dtypes.is_int(key.dtype), dtypes.is_float(key.dtype)
@@ -113,7 +115,7 @@ def plan_times(
     raw = frame_ids if which == "frame_ids" else times
     key = raw if isinstance(raw, Tensor) else np.asarray(raw)
     broadcast_time_shape(tuple(key.shape), lead, which)
-    _validate_values(rf, which, key, validate)
+    check_key_values(rf, which, key, validate)
     if not isinstance(key, Tensor):
         # 32-bit on device: frame ids are small, and times are compared with float32 activations anyway
         key = device_tensor(key.astype(np.int32 if which == "frame_ids" else np.float32), device)

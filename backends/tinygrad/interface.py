@@ -8,6 +8,7 @@ import numpy as np
 from tinygrad import Device, Tensor, dtypes
 from tinygrad.nn.state import get_state_dict
 
+from resfields.errors import SpecError
 from resfields.spec import FieldSpec
 from resfields.validate import check_device
 
@@ -59,7 +60,11 @@ class TinygradBackend:
     def owns(self, model: Any) -> bool:
         return isinstance(model, ResFieldLinear | Field | Model)
 
-    def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None) -> TinygradTrainer:
+    def trainer(
+        self, model: Any, loss: Any, lr: float, forward: Any = None, distributed: bool = False
+    ) -> TinygradTrainer:
+        if distributed:
+            raise SpecError("tinygrad has no DistributedDataParallel: train on several processes with --backend torch")
         return TinygradTrainer(model, loss, lr, forward)
 
     def predict(self, model, x, frame_ids=None, times=None) -> np.ndarray:

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from tinygrad import Tensor, dtypes
 
-from resfields.spec import Init, LinearSpec, ResFieldSpec, init_rules, parameter_shapes
+from resfields.spec import Init, ResFieldSpec
 from resfields.validate import check_input_features
 
+from ..common import ResFieldLayer
 from .frames import Key, TimePlan, device_tensor, plan_times
 
 __all__ = ["ResFieldLinear", "as_input", "init_tensor"]
@@ -58,93 +59,51 @@ def as_input(x: Tensor | np.ndarray, device: str | None = None) -> Tensor:
     return x if isinstance(x, Tensor) else device_tensor(np.asarray(x, dtype=np.float32), device)
 
 
-class ResFieldLinear:
+class ResFieldLinear(ResFieldLayer):
     """``y = x (W + dW(t))^T + b``: ``tinygrad.nn.Linear`` with a weight that depends on time.
 
-    Args:
-        in_features, out_features, bias: as ``tinygrad.nn.Linear``.
-        rank: number of residual bases R (omit for ``compression="none"``).
-        capacity: number of time coefficients C (usually the number of frames).
-        mode: "lookup" (call with integer ``frame_ids`` in [0, C)) or "interpolation" (call with
-            ``times`` in [-1, 1]; see :mod:`resfields.spec` for the time convention).
-        compression: "vm" (default), "none", "cp" or "tucker".
+    Arguments: ``in_features``, ``out_features``, ``bias`` as ``tinygrad.nn.Linear``, then keywords
+    ``rank``, ``capacity``, ``mode`` ("lookup"/"interpolation") and ``compression`` (see
+    :class:`~resfields.backends.common.ResFieldLayer`).
 
     Call: ``layer(x, frame_ids=None, times=None, validate=True)`` with ``x`` of shape
     ``(..., in_features)`` and ``frame_ids``/``times`` broadcasting against ``x.shape[:-1]``
     (``(B, 1)`` with ``(B, S, F)`` is one frame per row, ``(N,)`` with ``(N, F)`` one per sample, a
     scalar one for all). Returns ``(..., out_features)``. ``validate=False`` skips the value checks
     (frame range, NaN) that read the key back from the device; use it inside ``TinyJit``.
+
+    ``ResFieldLinear.from_spec(spec, rules=None)`` builds from a :class:`~resfields.spec.LinearSpec`;
+    ``rules`` (bare parameter names) overrides ``init_rules(spec)``, which a field passes since Siren
+    and geometric inits depend on the layer's place in the field.
     """
 
     weight: Tensor
     bias: Tensor | None
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        *,
-        rank: int | None = None,
-        capacity: int,
-        mode: str = "lookup",
-        compression: str = "vm",
-    ) -> None:
-        rf = ResFieldSpec(capacity=capacity, rank=rank, mode=mode, compression=compression)  # type: ignore[arg-type]
-        self._setup(LinearSpec(in_features, out_features, bias, rf))
+    # the primitives of the shared layer (resfields.backends.common.ResFieldLayer)
+    def _new_parameter(self, name: str, shape: tuple[int, ...], **options: Any) -> None:
+        # a lazy placeholder holds the attribute's place (get_state_dict's order); it is never realised
+        setattr(self, name, Tensor.empty(*shape, dtype=dtypes.float32))
 
-    @classmethod
-    def from_spec(cls, spec: LinearSpec, rules: Mapping[str, Init] | None = None) -> ResFieldLinear:
-        """Build from a :class:`~resfields.spec.LinearSpec` (``resfield=None`` gives a static layer).
+    def _draw_parameter(self, name: str, rule: Init) -> None:
+        setattr(self, name, init_tensor(tuple(getattr(self, name).shape), rule))
 
-        ``rules`` (bare parameter names) overrides ``init_rules(spec)``; a field passes its own,
-        since Siren and geometric inits depend on the layer's place in the field.
-        """
-        layer = cls.__new__(cls)
-        layer._setup(spec, rules)
-        return layer
+    def _no_parameter(self, name: str) -> None:
+        setattr(self, name, None)
 
-    def _setup(self, spec: LinearSpec, rules: Mapping[str, Init] | None = None) -> None:
-        self.spec = spec
-        self.in_features, self.out_features = spec.in_features, spec.out_features
-        self.bias = None
-        rules = init_rules(spec) if rules is None else rules
-        for name, shape in parameter_shapes(spec).items():
-            setattr(self, name, init_tensor(shape, rules[name]))
-
-    @property
-    def resfield(self) -> ResFieldSpec | None:
-        """The layer's :class:`~resfields.spec.ResFieldSpec`, or None for a static layer."""
-        return self.spec.resfield
+    def _einsum(self, equation: str, *operands: Tensor) -> Tensor:
+        return Tensor.einsum(equation, *operands)
 
     def __repr__(self) -> str:
-        rf = self.spec.resfield
-        text = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.spec.bias}"
-        if rf is not None:
-            text += f", rank={rf.rank}, capacity={rf.capacity}, mode={rf.mode}, compression={rf.compression}"
-        return f"ResFieldLinear({text})"
+        return f"{type(self).__name__}({self.extra_repr()})"
 
-    # ------------------------------------------------------------------ math
-
-    def residual_basis(self) -> Tensor:
-        """``(R, O, I)`` matrices with ``dW(t) = sum_r c_r(t) M_r`` (vm, cp, tucker)."""
-        rf = typing.cast(ResFieldSpec, self.spec.resfield)
-        if rf.compression == "vm":
-            return self.matrices
-        u, v = self.out_factors, self.in_factors  # (R, O), (R, I)
-        if rf.compression == "cp":
-            return u.reshape(-1, self.out_features, 1) * v.reshape(-1, 1, self.in_features)
-        return Tensor.einsum("abd,bo,di->aoi", self.core, u, v)
+    # ------------------------------------------------------------------ kernel
 
     def row_weights(self, matrix: Tensor) -> Tensor:
         """``W + dW`` for every row of a time matrix ``(rows, C)`` -> ``(rows, O, I)``."""
-        rf = typing.cast(ResFieldSpec, self.spec.resfield)
-        o, i = self.out_features, self.in_features
-        if rf.compression == "none":
-            delta = matrix @ self.residuals.reshape(rf.capacity, o * i)
-        else:
-            delta = (matrix @ self.coefficients) @ self.residual_basis().reshape(-1, o * i)
-        return self.weight.reshape(1, o, i) + delta.reshape(matrix.shape[0], o, i)
+        capacity = typing.cast(ResFieldSpec, self.spec.resfield).capacity
+        delta = self.residuals_from(matrix @ self.time_table().reshape(capacity, -1))
+        return self.weight.reshape(1, self.out_features, self.in_features) + delta
 
     def _low_rank(self, x: Tensor, matrix: Tensor) -> Tensor:
         """``x W^T + sum_r c_r(t_n) (x M_r^T)`` for one key per sample: x ``(N, I)`` -> ``(N, O)``."""

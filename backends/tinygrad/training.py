@@ -17,12 +17,11 @@ from tinygrad import Context, Tensor, TinyJit, dtypes
 from tinygrad.nn.optim import Adam
 from tinygrad.nn.state import get_state_dict
 
-from resfields.errors import CheckpointError, ShapeError
-from resfields.validate import check_batch_layout, check_frame_range, check_predict_inputs, check_times
+from resfields.validate import check_batch_layout
 
-from .frames import device_tensor
-
-Keys = np.ndarray | None  # per-row frame ids or times
+from .. import Keys
+from ..trainer import AdamStateMixin, Moments, host_batch, predict_chunks, predict_columns
+from .frames import check_key_values, device_tensor
 
 __all__ = ["TinygradTrainer", "infer", "predict"]
 
@@ -36,29 +35,18 @@ def _device_of(model: Any) -> str:
 
 
 def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, Tensor]:
-    out = {}
-    for key, value in batch.items():
-        array = np.asarray(value)
-        dtype = np.int32 if np.issubdtype(array.dtype, np.integer) else np.float32
-        out[key] = device_tensor(array.astype(dtype, copy=False), device).realize()
-    return out
+    return {k: device_tensor(v, device).realize() for k, v in host_batch(batch, np.int32).items()}
 
 
 def _check_keys(model: Any, frame_ids: np.ndarray | None, times: np.ndarray | None) -> None:
-    # the checks validate=True would do inside the field, done on the host copy instead
-    rf = getattr(model.spec, "resfield", None) if hasattr(model, "spec") else None
+    # the checks validate=True would do inside the field, done on the host copy instead (the same
+    # function, so training and inference accept the same keys)
+    rf = getattr(getattr(model, "spec", None), "resfield", None)
     if rf is None:
         return
-    if frame_ids is not None:
-        ids = np.asarray(frame_ids)
-        integer = bool(np.issubdtype(ids.dtype, np.integer))
-        low, high = (int(ids.min()), int(ids.max())) if integer and ids.size else (None, None)
-        check_frame_range(integer, low, high, rf.capacity)
-    if times is not None:
-        ts = np.asarray(times)
-        # training and inference take the same keys: times outside [-1, 1], infinities included,
-        # clamp as the spec says, on every backend
-        check_times(bool(np.issubdtype(ts.dtype, np.floating)), bool(np.isnan(ts).any()))
+    for which, key in (("frame_ids", frame_ids), ("times", times)):
+        if key is not None:
+            check_key_values(rf, which, np.asarray(key))
 
 
 def _forward(model: Any, batch: Mapping[str, Tensor]) -> Tensor:
@@ -79,31 +67,17 @@ class _Predictor:
         return self._jits[keys]
 
     def __call__(self, x: np.ndarray, frame_ids: np.ndarray | None, times: np.ndarray | None) -> np.ndarray:
-        columns = {"x": np.asarray(x, dtype=np.float32)}
-        if frame_ids is not None:
-            columns["frame_ids"] = np.asarray(frame_ids)
-        if times is not None:
-            columns["times"] = np.asarray(times, dtype=np.float32)
-        spec = getattr(self.model, "spec", None)
-        if hasattr(spec, "in_features"):  # before the jit: it would see only the padded chunk's shape
-            shapes = {k: v.shape for k, v in columns.items() if k != "x"}
-            check_predict_inputs(columns["x"].shape, spec.in_features, shapes)
+        # checked before the jit, which would see only the padded chunk's shape
+        columns = predict_columns(self.model, x, frame_ids, times)
         _check_keys(self.model, frame_ids, times)
-        n = len(columns["x"])
-        for key, column in columns.items():
-            if len(column) != n:
-                raise ShapeError(f"{key} has {len(column)} rows but x has {n}")
-        if n == 0:  # nothing to compile for: the eager forward gives the empty (0, O) output
-            return _forward(self.model, _to_tensors(columns, self.device)).numpy()
         forward = self._jit(tuple(sorted(columns)))
-        outputs = []
-        for start in range(0, n, self.chunk):
-            rows = {k: v[start : start + self.chunk] for k, v in columns.items()}
-            filled = len(rows["x"])
-            if filled < self.chunk:  # pad with copies of the first row: fixed shapes for the jit
-                rows = {k: np.concatenate([v, np.repeat(v[:1], self.chunk - filled, axis=0)]) for k, v in rows.items()}
-            outputs.append(forward(**_to_tensors(rows, self.device)).numpy()[:filled])
-        return np.concatenate(outputs)
+
+        def run(rows: dict[str, np.ndarray]) -> np.ndarray:
+            if len(rows["x"]) == 0:  # nothing to compile for: the eager forward gives the empty (0, O) output
+                return _forward(self.model, _to_tensors(rows, self.device)).numpy()
+            return forward(**_to_tensors(rows, self.device)).numpy()
+
+        return predict_chunks(columns, self.chunk, run, pad=True)
 
 
 # one compiled predictor per model, so evaluating several point sets compiles once
@@ -145,13 +119,14 @@ def infer(model: Any, forward: ForwardFn, batch: Mapping[str, np.ndarray]) -> di
     return {k: v.numpy() for k, v in out.items()}
 
 
-class TinygradTrainer:
+class TinygradTrainer(AdamStateMixin):
     """Adam on every parameter of ``model``, one TinyJit-compiled :meth:`step` per NumPy batch.
 
     ``loss(pred, batch)`` receives the field's output ``(N, O)`` and the whole batch as tensors
     (integer arrays as int32, the rest as float32); every batch must have the same keys and shapes.
     ``lr_factor`` in :meth:`step` scales ``lr`` for that step (a schedule), passed into the jit as
-    a tensor so that changing it does not recompile.
+    a tensor so that changing it does not recompile. ``optimizer_state`` / ``load_optimizer_state``
+    follow the contract of :mod:`resfields.backends.trainer`.
     """
 
     def __init__(self, model: Any, loss: LossFn, lr: float, forward: ForwardFn | None = None) -> None:
@@ -190,29 +165,19 @@ class TinygradTrainer:
         self._layout = layout  # only once a step succeeded: a failed first batch fixes nothing
         return float(loss.item())
 
-    def optimizer_state(self) -> dict[str, np.ndarray]:
-        """Adam's moments under canonical names (``adam.m.<param>``, ``adam.v.<param>``, ``adam.step``)."""
-        arrays: dict[str, np.ndarray] = {}
-        for (name, _), m, v in zip(self.params.items(), self.optimizer.m, self.optimizer.v, strict=True):
-            arrays[f"adam.m.{name}"] = m.numpy()
-            arrays[f"adam.v.{name}"] = v.numpy()
-        # counted here: b1_t = b1**step underflows float32 after ~900 steps, so it cannot be read back
-        arrays["adam.step"] = np.array([self._steps_done], dtype=np.int64)
-        return arrays
+    # the primitives of the shared Adam-state contract (resfields.backends.trainer.AdamStateMixin)
+    def _named_parameters(self) -> list[tuple[str, Tensor]]:
+        return list(self.params.items())
 
-    def load_optimizer_state(self, arrays: Mapping[str, Any]) -> None:
-        """Restore what :meth:`optimizer_state` wrote (from either backend)."""
-        step = int(np.asarray(arrays["adam.step"]).reshape(-1)[0])
-        if step == 0:
-            return
+    def _get_adam(self) -> tuple[list[Moments | None], int]:
         opt = self.optimizer
-        for (name, param), m, v in zip(self.params.items(), opt.m, opt.v, strict=True):
-            try:
-                new_m, new_v = np.asarray(arrays[f"adam.m.{name}"]), np.asarray(arrays[f"adam.v.{name}"])
-            except KeyError as err:
-                raise CheckpointError(f"optimizer state has no moments for parameter {name!r}") from err
-            if new_m.shape != tuple(param.shape) or new_v.shape != tuple(param.shape):
-                raise CheckpointError(f"optimizer state for {name!r} has shape {new_m.shape}, expected {param.shape}")
+        moments: list[Moments | None] = [(m.numpy(), v.numpy()) for m, v in zip(opt.m, opt.v, strict=True)]
+        # counted here: b1_t = b1**step underflows float32 after ~900 steps, so it cannot be read back
+        return moments, self._steps_done
+
+    def _set_adam(self, moments: list[Moments], step: int) -> None:
+        opt = self.optimizer
+        for m, v, (new_m, new_v) in zip(opt.m, opt.v, moments, strict=True):
             m.assign(Tensor(new_m.astype(np.float32), device=m.device)).realize()
             v.assign(Tensor(new_v.astype(np.float32), device=v.device)).realize()
         opt.b1_t.assign(Tensor([opt.b1**step], dtype=dtypes.float32, device=opt.b1_t.device)).realize()

@@ -42,7 +42,12 @@ class TorchBackend:
     def owns(self, model: Any) -> bool:
         return isinstance(model, torch.nn.Module) and hasattr(model, "spec")
 
-    def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None) -> TorchTrainer:
+    def trainer(self, model: Any, loss: Any, lr: float, forward: Any = None, distributed: bool = False) -> TorchTrainer:
+        """Adam on ``model``; ``distributed``: one rank of a torch.distributed run (DDP, gradients averaged)."""
+        if distributed:
+            from .distributed import DistributedTrainer
+
+            return DistributedTrainer(model, loss, lr, forward)
         return TorchTrainer(model, loss, lr, forward)
 
     def predict(self, model, x, frame_ids=None, times=None) -> np.ndarray:

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from resfields.errors import SpecError
-from resfields.spec import Init, LinearSpec, ResFieldSpec, init_rules, parameter_shapes
+from resfields.spec import Init, LinearSpec
 from resfields.validate import check_input_dtype, check_input_features
 
+from ..common import ResFieldLayer
 from .plan import FramePlan, plan_frames, upper_knot
 from .strategy import STRATEGIES, run
 
@@ -37,16 +38,12 @@ def init_parameter_(tensor: torch.Tensor, rule: Init) -> torch.Tensor:
     return tensor
 
 
-class ResFieldLinear(nn.Module):
+class ResFieldLinear(ResFieldLayer, nn.Module):
     """``y = x (W + dW(t))^T + b``, a drop-in for ``torch.nn.Linear`` whose weight depends on time.
 
-    Args:
-        in_features, out_features, bias: as ``torch.nn.Linear``.
-        rank: number of residual bases R (omit for ``compression="none"``).
-        capacity: number of time coefficients C (usually the number of frames).
-        mode: "lookup" (call with integer ``frame_ids`` in [0, C)) or "interpolation" (call with
-            ``times`` in [-1, 1]; see :mod:`resfields.spec` for the time convention).
-        compression: "vm" (default), "none", "cp" or "tucker".
+    Arguments: ``in_features``, ``out_features``, ``bias`` as ``torch.nn.Linear``, then keywords
+    ``rank``, ``capacity``, ``mode`` ("lookup"/"interpolation") and ``compression`` (see
+    :class:`~resfields.backends.common.ResFieldLayer`), and ``device``, ``dtype`` of the parameters.
 
     Call: ``layer(x, frame_ids=None, times=None)`` with ``x`` of shape ``(..., in_features)`` and
     ``frame_ids``/``times`` broadcasting against ``x.shape[:-1]`` (``(B, 1)`` with ``(B, S, F)``
@@ -54,86 +51,45 @@ class ResFieldLinear(nn.Module):
     Returns ``(..., out_features)``. Parameter names follow :func:`resfields.spec.parameter_shapes`.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        *,
-        rank: int | None = None,
-        capacity: int,
-        mode: str = "lookup",
-        compression: str = "vm",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        rf = ResFieldSpec(capacity=capacity, rank=rank, mode=mode, compression=compression)  # type: ignore[arg-type]
-        self._setup(LinearSpec(in_features, out_features, bias, rf), device, dtype)
-
     @classmethod
     def from_spec(cls, spec: LinearSpec, device: Any = None, dtype: torch.dtype | None = None) -> ResFieldLinear:
         """Build from a :class:`~resfields.spec.LinearSpec` (``resfield=None`` gives a static layer)."""
-        layer = cls.__new__(cls)
-        layer._setup(spec, device, dtype)
-        return layer
+        return super().from_spec(spec, device=device, dtype=dtype)
 
-    def _setup(self, spec: LinearSpec, device: Any, dtype: torch.dtype | None) -> None:
+    def _setup(self, spec: LinearSpec, device: Any = None, dtype: torch.dtype | None = None) -> None:
         nn.Module.__init__(self)
-        self.spec = spec
-        self.in_features, self.out_features = spec.in_features, spec.out_features
-        for name, shape in parameter_shapes(spec).items():
-            self.register_parameter(name, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
-        if not spec.bias:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        super()._setup(spec, device=device, dtype=dtype)
 
-    def reset_parameters(self) -> None:
-        """Redraw every parameter from the spec's init rules."""
-        for name, rule in init_rules(self.spec).items():
-            init_parameter_(getattr(self, name), rule)
+    # the primitives of the shared layer (resfields.backends.common.ResFieldLayer)
+    def _new_parameter(self, name: str, shape: tuple[int, ...], device: Any = None, dtype: Any = None) -> None:
+        self.register_parameter(name, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
 
-    @property
-    def resfield(self) -> ResFieldSpec | None:
-        return self.spec.resfield
+    def _draw_parameter(self, name: str, rule: Init) -> None:
+        init_parameter_(getattr(self, name), rule)
 
-    def extra_repr(self) -> str:
-        rf = self.spec.resfield
-        text = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.spec.bias}"
-        if rf is not None:
-            text += f", rank={rf.rank}, capacity={rf.capacity}, mode={rf.mode}, compression={rf.compression}"
-        return text
+    def _no_parameter(self, name: str) -> None:
+        self.register_parameter(name, None)
 
-    # ------------------------------------------------------------------ math
+    def _einsum(self, equation: str, *operands: torch.Tensor) -> torch.Tensor:
+        return torch.einsum(equation, *operands)
 
-    def residual_basis(self) -> torch.Tensor:
-        """``(R, O, I)`` matrices with ``dW(t) = sum_r c_r(t) M_r`` (vm, cp, tucker)."""
-        rf = self.spec.resfield
-        if rf.compression == "vm":
-            return self.matrices
-        if rf.compression == "cp":
-            return self.out_factors[:, :, None] * self.in_factors[:, None, :]
-        return torch.einsum("abd,bo,di->aoi", self.core, self.out_factors, self.in_factors)
+    # ------------------------------------------------------------------ the time plan's rows
 
     def coefficients_at(self, index: torch.Tensor, blend: torch.Tensor | None = None) -> torch.Tensor:
         """Rows of the time table at coefficient indices ``index`` ``(K,)``: ``(K, R)`` coefficients, or
         ``(K, O, I)`` residuals for compression "none"; with ``blend`` ``(K,)``, at ``index + blend``
         (a linear blend with the upper knot, which ``dW`` is linear in)."""
-        rf = self.spec.resfield
-        table = self.residuals if rf.compression == "none" else self.coefficients
+        table = self.time_table()
         picked = table.index_select(0, index)
         if blend is None:
             return picked
-        upper = table.index_select(0, upper_knot(index, rf.capacity))
+        upper = table.index_select(0, upper_knot(index, self.spec.resfield.capacity))
         return torch.lerp(picked, upper, blend.to(picked.dtype).reshape((-1,) + (1,) * (picked.ndim - 1)))
 
     def residuals_at(self, index: torch.Tensor, blend: torch.Tensor | None = None) -> torch.Tensor:
         """``dW`` at coefficient indices ``index`` ``(K,)`` (and ``blend``, see :meth:`coefficients_at`)
         -> ``(K, O, I)``."""
-        picked = self.coefficients_at(index, blend)
-        if self.spec.resfield.compression == "none":
-            return picked
-        basis = self.residual_basis()
-        return (picked @ basis.reshape(basis.shape[0], -1)).reshape(-1, self.out_features, self.in_features)
+        return self.residuals_from(self.coefficients_at(index, blend))
 
     def plan(
         self,

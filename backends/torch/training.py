@@ -13,10 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from resfields.errors import CheckpointError
-from resfields.validate import check_predict_inputs
-
-Keys = np.ndarray | None  # per-row frame ids or times
+from .. import Keys
+from ..trainer import AdamStateMixin, Moments, host_batch, predict_chunks, predict_columns
 
 __all__ = ["TorchTrainer", "infer", "predict"]
 
@@ -24,21 +22,13 @@ LossFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
 # forward(model, batch) -> prediction; the default calls model(batch["x"], frame_ids=..., times=...)
 ForwardFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], Any]
 
-# keys a batch passes to the field itself; every other key is for the loss
-_INPUTS = ("x", "frame_ids", "times")
-
 
 def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
 def _to_tensors(batch: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in batch.items():
-        array = np.asarray(value)
-        dtype = torch.int64 if np.issubdtype(array.dtype, np.integer) else torch.float32
-        out[key] = torch.as_tensor(array, dtype=dtype, device=device)
-    return out
+    return {k: torch.as_tensor(v, device=device) for k, v in host_batch(batch, np.int64).items()}
 
 
 def _forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -58,23 +48,9 @@ def predict(
     ``x``: ``(N, I)``; ``frame_ids``/``times``: ``(N,)`` or None. Returns ``(N, O)``; ``N = 0``
     gives an empty ``(0, O)``, as ``nn.Linear`` does.
     """
-    spec = getattr(model, "spec", None)
-    if hasattr(spec, "in_features"):  # a field or layer (a model of several fields has its own forward)
-        keys = {"frame_ids": frame_ids, "times": times}
-        check_predict_inputs(
-            np.shape(x), spec.in_features, {k: None if v is None else np.shape(v) for k, v in keys.items()}
-        )
+    columns = predict_columns(model, x, frame_ids, times)
     device = _device_of(model)
-    outputs = []
-    for start in range(0, max(len(x), 1), chunk):  # one (empty) chunk for no rows: the output keeps its width
-        rows = slice(start, start + chunk)
-        batch = {"x": x[rows]}
-        if frame_ids is not None:
-            batch["frame_ids"] = frame_ids[rows]
-        if times is not None:
-            batch["times"] = times[rows]
-        outputs.append(_forward(model, _to_tensors(batch, device)).float().cpu().numpy())
-    return np.concatenate(outputs)
+    return predict_chunks(columns, chunk, lambda rows: _forward(model, _to_tensors(rows, device)).float().cpu().numpy())
 
 
 @torch.no_grad()
@@ -84,12 +60,13 @@ def infer(model: torch.nn.Module, forward: ForwardFn, batch: Mapping[str, np.nda
     return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 
-class TorchTrainer:
+class TorchTrainer(AdamStateMixin):
     """Adam on every parameter of ``model``; one :meth:`step` per NumPy batch.
 
     ``loss(pred, batch)`` receives the field's output ``(N, O)`` and the whole batch as tensors
     (integer arrays as int64, the rest as float32). ``lr_factor`` in :meth:`step` scales ``lr``
-    for that step, which is how a schedule (e.g. cosine decay) is applied.
+    for that step, which is how a schedule (e.g. cosine decay) is applied. ``optimizer_state`` /
+    ``load_optimizer_state`` follow the contract of :mod:`resfields.backends.trainer`.
     """
 
     def __init__(self, model: torch.nn.Module, loss: LossFn, lr: float, forward: ForwardFn | None = None) -> None:
@@ -109,36 +86,28 @@ class TorchTrainer:
         self.optimizer.step()
         return float(loss.detach())
 
-    def optimizer_state(self) -> dict[str, np.ndarray]:
-        """Adam's moments under canonical names (``adam.m.<param>``, ``adam.v.<param>``, ``adam.step``)."""
-        arrays: dict[str, np.ndarray] = {}
-        step = 0
-        for name, param in self.model.named_parameters():
-            state = self.optimizer.state.get(param)
-            if not state:
-                continue
-            arrays[f"adam.m.{name}"] = state["exp_avg"].detach().cpu().numpy()
-            arrays[f"adam.v.{name}"] = state["exp_avg_sq"].detach().cpu().numpy()
-            step = int(state["step"])
-        arrays["adam.step"] = np.array([step], dtype=np.int64)
-        return arrays
+    # the primitives of the shared Adam-state contract (resfields.backends.trainer.AdamStateMixin)
+    def _named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self.model.named_parameters())
 
-    def load_optimizer_state(self, arrays: Mapping[str, Any]) -> None:
-        """Restore what :meth:`optimizer_state` wrote (from either backend)."""
-        step = int(np.asarray(arrays["adam.step"]).reshape(-1)[0])
-        if step == 0:
-            return
-        for name, param in self.model.named_parameters():
-            try:
-                m, v = arrays[f"adam.m.{name}"], arrays[f"adam.v.{name}"]
-            except KeyError as err:
-                raise CheckpointError(f"optimizer state has no moments for parameter {name!r}") from err
-            if tuple(np.shape(m)) != tuple(param.shape) or tuple(np.shape(v)) != tuple(param.shape):
-                raise CheckpointError(f"optimizer state for {name!r} has shape {np.shape(m)}, expected {param.shape}")
+    def _get_adam(self) -> tuple[list[Moments | None], int]:
+        moments: list[Moments | None] = []
+        step = 0
+        for _, param in self._named_parameters():
+            state = self.optimizer.state.get(param)
+            if not state:  # no gradient has reached it yet
+                moments.append(None)
+                continue
+            moments.append((state["exp_avg"].detach().cpu().numpy(), state["exp_avg_sq"].detach().cpu().numpy()))
+            step = int(state["step"])
+        return moments, step
+
+    def _set_adam(self, moments: list[Moments], step: int) -> None:
+        for (_, param), (m, v) in zip(self._named_parameters(), moments, strict=True):
             self.optimizer.state[param] = {
                 "step": torch.tensor(float(step)),
-                "exp_avg": torch.as_tensor(np.asarray(m), dtype=param.dtype, device=self.device).clone(),
-                "exp_avg_sq": torch.as_tensor(np.asarray(v), dtype=param.dtype, device=self.device).clone(),
+                "exp_avg": torch.as_tensor(m, dtype=param.dtype, device=self.device).clone(),
+                "exp_avg_sq": torch.as_tensor(v, dtype=param.dtype, device=self.device).clone(),
             }
 
     def predict(self, x: np.ndarray, frame_ids: Keys = None, times: Keys = None) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from resfields.errors import DataError, ShapeError
+from resfields.tasks.common.values import frozen, is_int
 
 __all__ = [
     "Camera",
@@ -42,16 +43,9 @@ def _vector3(name: str, value: Any) -> np.ndarray:
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise DataError(f"{name} must be a positive integer; got {value!r}")
     return int(value)
-
-
-def _frozen(arr: np.ndarray) -> np.ndarray:
-    # A frozen dataclass should not hand out arrays that can be edited in place behind its back.
-    arr = np.array(arr, dtype=np.float64, copy=True)
-    arr.setflags(write=False)
-    return arr
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,8 +87,8 @@ class Camera:
             raise DataError(f"Camera cam_to_world rotation is not orthonormal (max |R^T R - I| = {error:.3g} > 1e-4)")
         if np.linalg.det(R) < 0:
             raise DataError("Camera cam_to_world rotation is a reflection (det < 0); camera frames are right-handed")
-        object.__setattr__(self, "intrinsics", _frozen(K))
-        object.__setattr__(self, "cam_to_world", _frozen(pose))
+        object.__setattr__(self, "intrinsics", frozen(K, np.float64))
+        object.__setattr__(self, "cam_to_world", frozen(pose, np.float64))
         object.__setattr__(self, "height", _positive_int("Camera height", self.height))
         object.__setattr__(self, "width", _positive_int("Camera width", self.width))
 
@@ -231,7 +225,7 @@ def orbit_cameras(
 def overview_camera(size: int = 192, azimuth_degrees: float = 225.0, elevation_degrees: float = 25.0) -> Camera:
     """A ``size`` x ``size`` three-quarter view of the box [-1, 1]^3 with world z up, from 3.2 units away.
 
-    For shapes normalised into the box (``meshes.normalise_sequence``); the defaults look at the
+    For shapes normalised into the box (``sequence.normalise_sequence``); the defaults look at the
     embedded bunny (z up, head towards -x) from the front left.
     """
     az, el = math.radians(azimuth_degrees), math.radians(elevation_degrees)

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from resfields.backends import BACKENDS, INFERENCE_BACKENDS
+from resfields.decode import decode_value
 from resfields.errors import CheckpointError, SpecError
 from resfields.report import format_metrics, report
 from resfields.tasks import TASKS, get_task
-from resfields.tasks.common.config import ModelConfig, RunConfig, TrainConfig, coerce
+from resfields.tasks.common.config import ModelConfig, RunConfig, TrainConfig
 
 __all__ = ["add_eval_parser", "add_fit_parser"]
 
@@ -45,6 +46,16 @@ def _parse_value(hint: Any, text: str) -> Any:
         return hint(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected {hint.__name__}, got {text!r}") from err
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def _non_negative(kind: type) -> Any:
@@ -96,7 +107,7 @@ def _run_from_args(args: argparse.Namespace) -> RunConfig:
     for config in (data, model, train):
         hints = typing.get_type_hints(type(config))
         for f in dataclasses.fields(config):
-            coerce(hints[f.name], getattr(config, f.name), f"--{f.name.replace('_', '-')}")
+            decode_value(hints[f.name], getattr(config, f.name), f"--{f.name.replace('_', '-')}")
     return RunConfig(task=args.task, data=data, model=model, train=train)
 
 
@@ -142,9 +153,32 @@ def _same_path(a: Any, b: Any) -> bool:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from resfields.tasks.common.distributed import launch, ranks_from_environment
+
+    ranks = ranks_from_environment()  # set by torchrun
+    if args.nproc == 1:
+        return _fit_rank(ranks, args)
+    if ranks is not None:
+        raise SpecError(
+            f"--nproc {args.nproc} starts its own processes; under torchrun leave it out "
+            f"(torchrun already started {ranks.world})"
+        )
+    if args.backend != "torch":
+        raise SpecError(
+            f"--nproc {args.nproc} needs --backend torch (DistributedDataParallel); {args.backend} has none"
+        )
+    if not args.resume:
+        _run_from_args(args)  # bad options fail here, once, before any process starts
+    launch(args.nproc, _fit_rank, (args,))
+    return 0
+
+
+def _fit_rank(ranks: Any, args: argparse.Namespace) -> int:
+    """``fit`` as one process (``ranks`` None) or one rank of a distributed run; only rank 0 prints."""
     from resfields.tasks.common.fit import fit, load_run
     from resfields.tasks.common.runfolder import check_not_in_use
 
+    main = ranks is None or ranks.main
     out = args.out or f"runs/{args.task}"
     if args.resume:
         try:
@@ -162,10 +196,13 @@ def _fit(args: argparse.Namespace) -> int:
 
     def announce(resolved: dict[str, Any]) -> None:  # before the progress bar: what the options resolved to
         if not args.json:
+            ranks_text = "" if ranks is None else f" ({ranks.world} processes)"
             print(f"data: {resolved['data']}", flush=True)
-            print(f"model: {resolved['model']}; {resolved['parameters']} parameters", flush=True)
+            print(f"model: {resolved['model']}; {resolved['parameters']} parameters{ranks_text}", flush=True)
 
-    summary = fit(run, out, resume=args.resume, overwrite=args.overwrite, announce=announce, **options)
+    summary = fit(run, out, resume=args.resume, overwrite=args.overwrite, announce=announce, ranks=ranks, **options)
+    if not main:
+        return 0
     lines = [
         f"fitted {run.task} on {summary['backend']} ({summary['device']}): {summary['steps']} steps in "
         f"{summary['train_time_s']:.1f} s "
@@ -224,6 +261,14 @@ def add_fit_parser(sub: Any) -> None:
         parser.add_argument("--data", default=None, help="data file or folder (default: the embedded data)")
         parser.add_argument("--backend", choices=BACKENDS, default="torch")
         parser.add_argument("--device", default=None, help="cpu (default) or cuda")
+        parser.add_argument(
+            "--nproc",
+            type=_positive_int,
+            default=1,
+            metavar="N",
+            help="train on N processes of this machine with torch DDP (torch only; --batch-size is the global "
+            "batch, split across them); under torchrun leave it out",
+        )
         parser.add_argument(
             "--out", default=None, help=f"run folder (default: runs/{name}); new or empty unless --resume/--overwrite"
         )

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,7 +21,6 @@ __all__ = [
     "ModelConfig",
     "RunConfig",
     "TrainConfig",
-    "config_from_dict",
     "config_to_dict",
     "field_keys",
     "siren_spec",
@@ -141,60 +138,6 @@ def json_ready(value: Any) -> Any:
         return {k: json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_ready(v) for v in value]
-    return value
-
-
-def config_from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data`` strictly: unknown keys and wrong types raise SpecError."""
-    where = where or cls.__name__
-    if not isinstance(data, dict):
-        raise SpecError(f"{where}: expected an object, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {short_repr(unknown)}; known keys are {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {name: coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
-    try:
-        return cls(**values)
-    except TypeError as err:  # a required field is missing
-        raise SpecError(f"{where}: {err}") from err
-
-
-def coerce(hint: Any, value: Any, where: str) -> Any:
-    """``value`` checked against (and converted to) the type ``hint``; SpecError when it does not fit."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce(inner[0], value, where)
-    if origin is Literal:
-        if value not in args:
-            raise SpecError(f"{where}: must be one of {list(args)}, got {short_repr(value)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise SpecError(f"{where}: expected a list, got {short_repr(value)}")
-        return tuple(coerce(args[0], v, where) for v in value)
-    if dataclasses.is_dataclass(hint):
-        return value if isinstance(value, hint) else config_from_dict(hint, value, where)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise SpecError(f"{where}: expected true/false, got {short_repr(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{where}: expected an integer, got {short_repr(value)}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise SpecError(f"{where}: expected a finite number, got {short_repr(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise SpecError(f"{where}: expected a string, got {short_repr(value)}")
-        return value
     return value
 
 

@@ -41,6 +41,7 @@ import math
 import time
 import typing
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from tqdm import tqdm
 
 from resfields.backends import get_backend
 from resfields.checkpoint import checkpoint_files, load_checkpoint, write_files_atomically
+from resfields.decode import decode_dataclass, decode_value
 from resfields.errors import CheckpointError, DataError, ResFieldsError, SpecError, TrainingError
 from resfields.init import sample_parameters
 from resfields.spec import ModelSpec, spec_differences
@@ -59,16 +61,16 @@ from resfields.tasks.common.config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
-    coerce,
-    config_from_dict,
     config_to_dict,
 )
+from resfields.tasks.common.distributed import Ranks, process_group, rank_device, shard_batch
 from resfields.tasks.common.runfolder import (
     STATE_ARRAYS,
     STATE_JSON,
     RunFolder,
     SavedRun,
     checkpoint_folder,
+    read_latest_save,
     sha256,
 )
 from resfields.validate import short_names
@@ -101,9 +103,9 @@ def run_from_dict(data: Any) -> RunConfig:
         raise SpecError(f"run config: unknown key(s) {short_names(unknown)}")
     return RunConfig(
         task=data["task"],
-        data=config_from_dict(task.Data, data.get("data", {}), f"{data['task']}.data"),
-        model=config_from_dict(getattr(task, "Model", ModelConfig), data.get("model", {}), "model"),
-        train=config_from_dict(TrainConfig, data.get("train", {}), "train"),
+        data=decode_dataclass(task.Data, data.get("data", {}), f"{data['task']}.data"),
+        model=decode_dataclass(getattr(task, "Model", ModelConfig), data.get("model", {}), "model"),
+        train=decode_dataclass(TrainConfig, data.get("train", {}), "train"),
     )
 
 
@@ -231,6 +233,7 @@ def fit(
     save_every: int | None = None,
     save_interval_s: float | None = SAVE_INTERVAL_S,
     announce: Callable[[dict[str, Any]], None] | None = None,
+    ranks: Ranks | None = None,
 ) -> dict[str, Any]:
     """Train ``run`` on ``backend`` into the run folder ``out_dir``, save it, evaluate, write media.
 
@@ -247,6 +250,11 @@ def fit(
     The state is saved every ``save_every`` steps (None or 0: not by count), at least every
     ``save_interval_s`` seconds (None or 0: not by time), at the end of the session and before the
     final evaluation. Returns the content of ``metrics.json``.
+
+    ``ranks`` makes this process one rank of a ``torch.distributed`` run (torch only; see
+    :mod:`resfields.tasks.common.distributed`): the model trains under DDP on the rank's shard of each
+    global batch, and rank 0 alone writes the folder, shows progress and evaluates; every rank reads the
+    folder to resume. The other ranks return ``{"task", "backend", "device", "steps", "rank"}``.
     """
     if resume and overwrite:
         raise SpecError("resume and overwrite exclude each other: one continues the run in the folder, one replaces it")
@@ -254,134 +262,198 @@ def fit(
     out = Path(out_dir)
     task_cls = get_task(run.task)
     impl = get_backend(backend)  # an unknown backend fails before the folder is touched
-    with RunFolder.open(out, resume=resume, overwrite=overwrite) as folder:
-        saved = folder.read() if resume else None
-        history: dict[str, list[float]] = {"step": [], "loss": []}
-        evals: dict[str, list[float]] = {}
-        start, wall_before = 0, 0.0
-        schedule = [{"from_step": 0, "steps": run.train.steps}]
-        if saved is not None:
-            start, schedule = _resume_state(out, saved, run, stop_at)
-            wall_before = float(saved.state["wall_time_s"])
-            history, evals = saved.state["history"], saved.state.get("evals", {})
-        task = task_cls(run.data, run.model)
-        task.prepare()
-        spec = task.field_spec()
-        if saved is not None:
-            if saved.checkpoint.spec != spec:
-                raise CheckpointError(
-                    f"{out}: the stored field does not match the one its run config describes "
-                    f"({spec_differences(saved.checkpoint.spec, spec)})"
-                )
-            arrays = saved.checkpoint.arrays
-        else:
-            arrays = sample_parameters(spec, seed=run.train.seed)
-        model = impl.build(spec, arrays, device)
-        resolved = {
-            "data": task.describe() if hasattr(task, "describe") else str(run.data),
-            "model": describe_spec(spec),
-            "parameters": _count_parameters(arrays),
-        }
-        if announce is not None:
-            announce(resolved)
-        forward = task.make_forward(impl) if hasattr(task, "make_forward") else None
-        trainer = impl.trainer(model, task.loss, lr=run.train.lr, forward=forward)
-        if saved is not None:
-            trainer.load_optimizer_state(saved.optimizer)
-        predict = _predictor(impl, model, forward, trainer.predict)
-        if hasattr(task, "bind"):  # a task whose batches depend on the model (a NeRF's surface sampler)
-            task.bind(predict)
-        metadata: dict[str, Any] = {"task": run.task, "run": config_to_dict(run), "backend": backend}
-        if hasattr(task, "metadata"):
-            metadata["scene"] = task.metadata()
+    distributed = ranks is not None and ranks.world > 1
+    if distributed and backend != "torch":
+        raise SpecError(
+            f"training on {ranks.world} processes needs --backend torch (DistributedDataParallel); "
+            f"{backend} trains in one process"
+        )
+    main = not distributed or ranks.main
+    with ExitStack() as session:
+        if distributed:
+            session.enter_context(process_group(ranks, device))
+            device = rank_device(device, ranks)
+        # rank 0 creates and locks the folder (refusing what it must) before any other rank reads it
+        folder = session.enter_context(RunFolder.open(out, resume=resume, overwrite=overwrite)) if main else None
+        _barrier(distributed)
+        saved = (folder.read() if main else read_latest_save(out)) if resume else None
+        _barrier(distributed)  # every rank has read the save before rank 0 may publish a new one
+        return _train(
+            run,
+            out,
+            task_cls,
+            impl,
+            backend,
+            device,
+            folder,
+            saved,
+            ranks if distributed else None,
+            stop_at=stop_at,
+            progress=progress and main,
+            media=media,
+            save_every=save_every,
+            save_interval_s=save_interval_s,
+            announce=announce if main else None,
+        )
 
-        train = run.train
-        end = train.steps if stop_at is None else min(stop_at, train.steps)
-        t0 = time.perf_counter()
 
-        def save(step: int, metrics: dict[str, float] | None = None, wall_time_s: float | None = None) -> None:
-            meta = {**metadata, "step": step, "schedule": schedule}
-            if metrics is not None:
-                meta["metrics"] = finite_or_none(metrics)
-            files = checkpoint_files(spec, impl.to_numpy(model), metadata=meta)
-            optimizer = {k: np.ascontiguousarray(v) for k, v in trainer.optimizer_state().items()}
-            files[STATE_ARRAYS] = save_safetensors(optimizer)
-            state = {
-                "step": step,
-                "wall_time_s": wall_before + time.perf_counter() - t0 if wall_time_s is None else wall_time_s,
-                "history": history,
-                "evals": evals,
-                "schedule": schedule,
-                "files": {name: sha256(data) for name, data in files.items()},
-            }
-            files[STATE_JSON] = _json_bytes(state)
-            folder.publish(files)
+def _barrier(distributed: bool) -> None:
+    if distributed:
+        import torch.distributed as dist
 
-        # the bar counts steps of the whole run: a resumed session starts at its step, not at 0
-        bar = tqdm(range(start, end), f"fit {run.task} [{backend}]", disable=not progress, initial=start, total=end)
-        last_save = time.perf_counter()
-        for step in bar:
-            batch = task.sample(np.random.default_rng([train.seed, step]), train.batch_size, step=step)
-            loss = trainer.step(batch, train.lr_factor(step))
-            if not math.isfinite(loss):
-                # a library error (the CLI prints one line); saves are published whole, so the last one stands
-                saved_step = folder.saved_step
-                kept = "nothing was saved" if saved_step is None else f"the save of step {saved_step} is intact"
-                raise TrainingError(
-                    f"the loss became {loss} at step {step}; lower the learning rate (--lr); {kept} in {out}"
-                )
-            history["step"].append(step)
-            history["loss"].append(loss)
-            if step % 25 == 0:
-                bar.set_postfix(loss=f"{loss:.4g}")
-            done = step + 1
-            if train.eval_every and done % train.eval_every == 0 and done < end:
-                for key, value in task.evaluate(predict).items():
-                    evals.setdefault(key, []).append(value)
-                evals.setdefault("step", []).append(done)
-            by_count = bool(save_every) and done % save_every == 0
-            by_time = bool(save_interval_s) and time.perf_counter() - last_save >= save_interval_s
-            if done < end and (by_count or by_time):
-                save(done)
-                last_save = time.perf_counter()
-        bar.close()
-        train_time = time.perf_counter() - t0 + wall_before
-        steps_run = end - start
-        if steps_run > 0 or saved is None:
-            save(end, wall_time_s=train_time)  # before evaluating: an evaluation that fails must not cost the training
+        dist.barrier()
 
-        t_eval = time.perf_counter()
-        try:
-            metrics = task.evaluate(predict)
-        except ResFieldsError as err:
-            raise type(err)(
-                f"{err} (evaluation failed; the trained run is saved in {out} at step {end}, "
-                "so `resfields eval` or `fit --resume` can take it from there)"
-            ) from err
-        eval_time = time.perf_counter() - t_eval
-        summary = {
-            "task": run.task,
-            "backend": backend,
-            "device": device or "cpu",
-            "steps": end,
-            **resolved,
-            "train_time_s": round(train_time, 2),
-            "step_time_ms": round(1000 * (time.perf_counter() - t0 - eval_time) / max(steps_run, 1), 2),
-            "eval_time_s": round(eval_time, 2),
-            "final_loss": history["loss"][-1] if history["loss"] else None,
-            "metrics": metrics,
-        }
-        save(end, metrics, wall_time_s=train_time)
-        try:
-            write_files_atomically(out, {METRICS: _json_bytes(summary)})
-            _plot(out / CURVE, history, evals, run.task)
-            if media:
-                task.write_media(predict, out / "media")
-        except OSError as e:
+
+def _train(
+    run: RunConfig,
+    out: Path,
+    task_cls: Any,
+    impl: Any,
+    backend: str,
+    device: str | None,
+    folder: RunFolder | None,
+    saved: SavedRun | None,
+    ranks: Ranks | None,
+    *,
+    stop_at: int | None,
+    progress: bool,
+    media: bool,
+    save_every: int | None,
+    save_interval_s: float | None,
+    announce: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """The body of :func:`fit` once the folder is open (``folder`` None on a rank other than 0)."""
+    history: dict[str, list[float]] = {"step": [], "loss": []}
+    evals: dict[str, list[float]] = {}
+    start, wall_before = 0, 0.0
+    schedule = [{"from_step": 0, "steps": run.train.steps}]
+    if saved is not None:
+        start, schedule = _resume_state(out, saved, run, stop_at)
+        wall_before = float(saved.state["wall_time_s"])
+        history, evals = saved.state["history"], saved.state.get("evals", {})
+    task = task_cls(run.data, run.model)
+    task.prepare()
+    spec = task.field_spec()
+    if saved is not None:
+        if saved.checkpoint.spec != spec:
             raise CheckpointError(
-                f"cannot write the outputs of {out}: {e.strerror or e}; the trained run itself is saved there"
-            ) from e
-        return summary
+                f"{out}: the stored field does not match the one its run config describes "
+                f"({spec_differences(saved.checkpoint.spec, spec)})"
+            )
+        arrays = saved.checkpoint.arrays
+    else:
+        arrays = sample_parameters(spec, seed=run.train.seed)
+    model = impl.build(spec, arrays, device)
+    resolved = {
+        "data": task.describe() if hasattr(task, "describe") else str(run.data),
+        "model": describe_spec(spec),
+        "parameters": _count_parameters(arrays),
+    }
+    if announce is not None:
+        announce(resolved)
+    forward = task.make_forward(impl) if hasattr(task, "make_forward") else None
+    trainer = impl.trainer(model, task.loss, lr=run.train.lr, forward=forward, distributed=ranks is not None)
+    if saved is not None:
+        trainer.load_optimizer_state(saved.optimizer)
+    predict = _predictor(impl, model, forward, trainer.predict)
+    if hasattr(task, "bind"):  # a task whose batches depend on the model (a NeRF's surface sampler)
+        task.bind(predict)
+    metadata: dict[str, Any] = {"task": run.task, "run": config_to_dict(run), "backend": backend}
+    if hasattr(task, "metadata"):
+        metadata["scene"] = task.metadata()
+
+    train = run.train
+    end = train.steps if stop_at is None else min(stop_at, train.steps)
+    t0 = time.perf_counter()
+
+    def save(step: int, metrics: dict[str, float] | None = None, wall_time_s: float | None = None) -> None:
+        if folder is None:  # a rank other than 0 writes nothing
+            return
+        meta = {**metadata, "step": step, "schedule": schedule}
+        if metrics is not None:
+            meta["metrics"] = finite_or_none(metrics)
+        files = checkpoint_files(spec, impl.to_numpy(model), metadata=meta)
+        optimizer = {k: np.ascontiguousarray(v) for k, v in trainer.optimizer_state().items()}
+        files[STATE_ARRAYS] = save_safetensors(optimizer)
+        state = {
+            "step": step,
+            "wall_time_s": wall_before + time.perf_counter() - t0 if wall_time_s is None else wall_time_s,
+            "history": history,
+            "evals": evals,
+            "schedule": schedule,
+            "files": {name: sha256(data) for name, data in files.items()},
+        }
+        files[STATE_JSON] = _json_bytes(state)
+        folder.publish(files)
+
+    # the bar counts steps of the whole run: a resumed session starts at its step, not at 0
+    bar = tqdm(range(start, end), f"fit {run.task} [{backend}]", disable=not progress, initial=start, total=end)
+    last_save = time.perf_counter()
+    for step in bar:
+        batch = task.sample(np.random.default_rng([train.seed, step]), train.batch_size, step=step)
+        batch = shard_batch(batch, ranks, getattr(task, "shard_key", "x"))
+        loss = trainer.step(batch, train.lr_factor(step))
+        if not math.isfinite(loss):
+            # a library error (the CLI prints one line); saves are published whole, so the last one stands
+            saved_step = None if folder is None else folder.saved_step
+            kept = "nothing was saved" if saved_step is None else f"the save of step {saved_step} is intact"
+            raise TrainingError(
+                f"the loss became {loss} at step {step}; lower the learning rate (--lr); {kept} in {out}"
+            )
+        history["step"].append(step)
+        history["loss"].append(loss)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss:.4g}")
+        done = step + 1
+        if folder is not None and train.eval_every and done % train.eval_every == 0 and done < end:
+            for key, value in task.evaluate(predict).items():
+                evals.setdefault(key, []).append(value)
+            evals.setdefault("step", []).append(done)
+        by_count = bool(save_every) and done % save_every == 0
+        by_time = bool(save_interval_s) and time.perf_counter() - last_save >= save_interval_s
+        if done < end and (by_count or by_time):
+            save(done)
+            last_save = time.perf_counter()
+    bar.close()
+    train_time = time.perf_counter() - t0 + wall_before
+    steps_run = end - start
+    if steps_run > 0 or saved is None:
+        save(end, wall_time_s=train_time)  # before evaluating: an evaluation that fails must not cost the training
+    if folder is None:  # evaluation runs once, on rank 0
+        return {"task": run.task, "backend": backend, "device": device or "cpu", "steps": end, "rank": ranks.rank}
+
+    t_eval = time.perf_counter()
+    try:
+        metrics = task.evaluate(predict)
+    except ResFieldsError as err:
+        raise type(err)(
+            f"{err} (evaluation failed; the trained run is saved in {out} at step {end}, "
+            "so `resfields eval` or `fit --resume` can take it from there)"
+        ) from err
+    eval_time = time.perf_counter() - t_eval
+    summary = {
+        "task": run.task,
+        "backend": backend,
+        "device": device or "cpu",
+        "steps": end,
+        **resolved,
+        "train_time_s": round(train_time, 2),
+        "step_time_ms": round(1000 * (time.perf_counter() - t0 - eval_time) / max(steps_run, 1), 2),
+        "eval_time_s": round(eval_time, 2),
+        "final_loss": history["loss"][-1] if history["loss"] else None,
+        "metrics": metrics,
+    }
+    save(end, metrics, wall_time_s=train_time)
+    try:
+        write_files_atomically(out, {METRICS: _json_bytes(summary)})
+        _plot(out / CURVE, history, evals, run.task)
+        if media:
+            task.write_media(predict, out / "media")
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write the outputs of {out}: {e.strerror or e}; the trained run itself is saved there"
+        ) from e
+    return summary
 
 
 def evaluate_run(
@@ -411,7 +483,7 @@ def evaluate_run(
     unknown = sorted(set(overrides) - set(hints))
     if unknown:
         raise SpecError(f"unknown data option(s) {unknown} for task {run.task!r}; known: {sorted(hints)}")
-    overrides = {key: coerce(hints[key], value, f"data option {key}") for key, value in overrides.items()}
+    overrides = {key: decode_value(hints[key], value, f"data option {key}") for key, value in overrides.items()}
     source = getattr(run.data, "source", None)
     if not stored_source and source is not None and "source" not in overrides:
         raise DataError(

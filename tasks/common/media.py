@@ -26,6 +26,8 @@ import numpy as np
 from resfields.checkpoint import fsync_path, shared_mode
 from resfields.errors import DataError, ShapeError
 from resfields.tasks.common.cameras import Camera, generate_rays, project
+from resfields.tasks.common.geometry import cast_rays
+from resfields.tasks.common.values import is_int
 
 __all__ = [
     "VIDEO_FORMATS",
@@ -200,7 +202,7 @@ def side_by_side(*images_or_videos: Any, gap: int = 2) -> np.ndarray:
     """
     if not images_or_videos:
         raise ShapeError("side_by_side needs at least one image or video")
-    if isinstance(gap, bool) or not isinstance(gap, int | np.integer) or gap < 0:
+    if not is_int(gap) or gap < 0:
         raise DataError(f"gap must be a non-negative integer; got {gap!r}")
     arrays = [np.asarray(x) for x in images_or_videos]
     all_uint8 = all(a.dtype == np.uint8 for a in arrays)
@@ -312,46 +314,6 @@ def shade_normals(normals: Any, mask: Any, light: Any = _DEFAULT_LIGHT, ambient:
     return image
 
 
-def _mesh_arrays(vertices: Any, faces: Any) -> tuple[np.ndarray, np.ndarray]:
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces)
-    if f.size == 0:
-        f = f.reshape(0, 3).astype(np.int64)
-    if v.ndim != 2 or v.shape[1] != 3:
-        raise ShapeError(f"vertices must have shape (V, 3); got {v.shape}")
-    if f.ndim != 2 or f.shape[1] != 3:
-        raise ShapeError(f"faces must have shape (F, 3); got {f.shape}")
-    if not np.all(np.isfinite(v)):
-        raise DataError("vertices contain NaN or inf")
-    if not np.issubdtype(f.dtype, np.integer):
-        raise DataError(f"faces must be integer vertex indices; got dtype {f.dtype}")
-    if len(f) and (f.min() < 0 or f.max() >= len(v)):
-        raise DataError(f"faces index vertices in [{f.min()}, {f.max()}] but there are {len(v)} vertices")
-    return v, f.astype(np.int32)
-
-
-def _refine_hits(
-    corners: np.ndarray, origin: np.ndarray, directions: np.ndarray, ray_t: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per hit: the hit face's ``corners`` (K, 3, 3), the ray ``origin`` (3,), unit ``directions`` (K, 3)
-    and the intersector's distances ``ray_t`` (K,). Returns float64 distances (K,) and unit face normals
-    (K, 3) turned toward the camera."""
-    cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    lengths = np.linalg.norm(cross, axis=1)
-    usable = lengths > 0
-    # A zero-area face has no normal; facing it straight at the camera keeps the shading defined.
-    normals = -directions.copy()
-    normals[usable] = cross[usable] / lengths[usable, None]
-    along = np.sum(normals * directions, axis=1)
-    # The intersector works in float32; intersecting the hit face's plane again in float64 gives exact
-    # depths (e.g. for ground-truth depth maps). Degenerate or grazing hits keep the intersector's distance.
-    exact = usable & (along != 0)
-    t = ray_t.copy()
-    t[exact] = np.sum(normals[exact] * (corners[exact, 0] - origin), axis=1) / along[exact]
-    normals[along > 0] *= -1.0
-    return t, normals
-
-
 def render_mesh(vertices: Any, faces: Any, camera: Camera, background: float = 1.0) -> dict[str, np.ndarray]:
     """Render a triangle mesh by exact ray casting, one ray per pixel centre.
 
@@ -365,19 +327,19 @@ def render_mesh(vertices: Any, faces: Any, camera: Camera, background: float = 1
     - ``rgb`` (H, W, 3): :func:`shade_normals` of the camera-frame normals (a headlight-style light that
       turns with the camera), ``background`` where ``mask`` is False.
     """
-    import point_cloud_utils as pcu
-
-    v, f = _mesh_arrays(vertices, faces)
     origins, directions = generate_rays(camera)
     shape = (camera.height, camera.width)
-    depth, normals, mask = np.zeros(shape), np.zeros((*shape, 3)), np.zeros(shape, dtype=bool)
-    if len(f):
-        face_ids, _, ray_t = pcu.ray_mesh_intersection(v, f, origins.reshape(-1, 3), directions.reshape(-1, 3))
-        face_ids = np.asarray(face_ids).reshape(shape)
-        mask = face_ids >= 0  # point_cloud_utils marks a miss with face id -1 (and t = inf)
-        ray_t = np.asarray(ray_t, dtype=np.float64).reshape(shape)[mask]
-        t, normals[mask] = _refine_hits(v[f[face_ids[mask]]], camera.center, directions[mask], ray_t)
-        depth[mask] = t * (directions[mask] @ camera.rotation[:, 2])
+    hits = cast_rays(vertices, faces, origins.reshape(-1, 3), directions.reshape(-1, 3), where="render_mesh")
+    mask = hits.hit.reshape(shape)
+    facing = hits.normals
+    d = directions[mask]
+    # A zero-area face has no normal; facing it straight at the camera keeps the shading defined.
+    degenerate = ~facing.any(axis=1)
+    facing[degenerate] = -d[degenerate]
+    facing[np.sum(facing * d, axis=1) > 0] *= -1.0
+    depth, normals = np.zeros(shape), np.zeros((*shape, 3))
+    normals[mask] = facing
+    depth[mask] = hits.t * (d @ camera.rotation[:, 2])
     rgb = shade_normals(normals @ camera.rotation, mask)
     rgb[~mask] = background
     return {"rgb": rgb, "depth": depth, "mask": mask, "normals": normals}
@@ -399,7 +361,7 @@ def scatter_flow_image(points: Any, flow: Any, camera: Camera, background: float
         raise ShapeError(f"flow has shape {fl.shape}; it must match points {pts.shape}")
     if not np.all(np.isfinite(fl)):
         raise DataError("flow contains NaN or inf")
-    if isinstance(radius, bool) or not isinstance(radius, int | np.integer) or radius < 0:
+    if not is_int(radius) or radius < 0:
         raise DataError(f"radius must be a non-negative integer; got {radius!r}")
     image = np.full((camera.height, camera.width, 3), float(background))
     if len(pts) == 0:

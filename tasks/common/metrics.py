@@ -11,6 +11,8 @@ from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
 
 from resfields.errors import DataError, ShapeError
+from resfields.tasks.common.geometry import check_mesh, face_cross, sample_surface
+from resfields.tasks.common.values import is_int
 
 __all__ = [
     "chamfer_l1",
@@ -190,26 +192,6 @@ def normal_consistency(points_a: Any, normals_a: Any, points_b: Any, normals_b: 
     return _consistency(na, nb, nearest_b, nearest_a)
 
 
-def _mesh(vertices: Any, faces: Any, prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    v = _points(f"{prefix}vertices", vertices, allow_empty=True)
-    f = np.asarray(faces)
-    if f.size == 0:
-        f = f.reshape(0, 3).astype(np.int64)
-    if f.ndim != 2 or f.shape[1] != 3:
-        raise ShapeError(f"{prefix}faces must have shape (F, 3); got {f.shape}")
-    if not np.issubdtype(f.dtype, np.integer):
-        raise DataError(f"{prefix}faces must be integer vertex indices; got dtype {f.dtype}")
-    if len(f) and (f.min() < 0 or f.max() >= len(v)):
-        raise DataError(f"{prefix}faces index vertices in [{f.min()}, {f.max()}] but there are {len(v)} vertices")
-    return v, f.astype(np.int64)
-
-
-def _face_cross(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """(F, 3) cross products of the edges of each face: along the winding normal, length twice the area."""
-    corners = v[f]
-    return np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-
-
 def sample_mesh_surface(
     vertices: Any, faces: Any, n: int, rng: np.random.Generator | int | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -219,24 +201,9 @@ def sample_mesh_surface(
     (n, 3) and unit ``normals`` (n, 3), the normals following the faces' winding (counter-clockwise
     seen from the side the normal points to). DataError for a mesh without area.
     """
-    v, f = _mesh(vertices, faces, "")
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-        raise DataError(f"n must be a non-negative integer; got {n!r}")
-    corners = v[f]
-    cross = _face_cross(v, f)
-    double_areas = np.linalg.norm(cross, axis=1)
-    total = double_areas.sum()
-    if not total > 0:
-        raise DataError(f"the mesh has no surface to sample ({len(f)} faces, total area 0)")
-    generator = np.random.default_rng(rng)
-    chosen = generator.choice(len(f), size=int(n), p=double_areas / total)
-    # sqrt(r1) makes the barycentric samples uniform over each triangle rather than bunched at a corner.
-    r1, r2 = generator.random(int(n)), generator.random(int(n))
-    s = np.sqrt(r1)
-    weights = np.stack([1.0 - s, s * (1.0 - r2), s * r2], axis=1)
-    points = np.einsum("nk,nkd->nd", weights, corners[chosen])
-    normals = cross[chosen] / double_areas[chosen, None]  # chosen faces have positive area
-    return points, normals
+    points, face_ids, _ = sample_surface(vertices, faces, n, rng, where="sample_mesh_surface")
+    cross = face_cross(vertices, faces)[face_ids]
+    return points, cross / np.linalg.norm(cross, axis=1, keepdims=True)  # sampled faces have positive area
 
 
 def mesh_metrics(
@@ -255,15 +222,15 @@ def mesh_metrics(
     failed but valid reconstruction: it scores ``{"chamfer_l1": inf, "normal_consistency": 0.0}``.
     An empty ground-truth mesh is an error (DataError).
     """
-    pv, pf = _mesh(pred_vertices, pred_faces, "pred_")
-    gv, gf = _mesh(gt_vertices, gt_faces, "gt_")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
+    pv, pf = check_mesh(pred_vertices, pred_faces, "mesh_metrics: predicted mesh")
+    gv, gf = check_mesh(gt_vertices, gt_faces, "mesh_metrics: ground-truth mesh")
+    if not is_int(n_samples) or n_samples < 1:
         raise DataError(f"n_samples must be a positive integer; got {n_samples!r}")
-    if not np.any(_face_cross(gv, gf)):
+    if not np.any(face_cross(gv, gf)):
         raise DataError(f"the ground-truth mesh has no surface ({len(gf)} faces, total area 0)")
     rng = np.random.default_rng(seed)
     gt_points, gt_normals = sample_mesh_surface(gv, gf, n_samples, rng)
-    if not np.any(_face_cross(pv, pf)):
+    if not np.any(face_cross(pv, pf)):
         return {"chamfer_l1": math.inf, "normal_consistency": 0.0}
     pred_points, pred_normals = sample_mesh_surface(pv, pf, n_samples, rng)
     # one nearest-neighbour query each way serves both metrics

@@ -57,6 +57,7 @@ __all__ = [
     "SavedRun",
     "check_not_in_use",
     "checkpoint_folder",
+    "read_latest_save",
     "read_saved_run",
     "sha256",
 ]
@@ -235,6 +236,17 @@ def read_saved_run(folder: str | os.PathLike[str]) -> SavedRun:
             f"{folder}: {STATE_JSON} is at step {step} but {'; '.join(problems)}: the files come from different saves"
         )
     return SavedRun(folder=folder, checkpoint=ckpt, state=state, optimizer=optimizer)
+
+
+def read_latest_save(out: str | os.PathLike[str]) -> SavedRun:
+    """The latest complete save of the run folder ``out``, cross-checked (:func:`read_saved_run`), read
+    without locking it: how the other ranks of a distributed run resume from the folder rank 0 holds.
+    CheckpointError if nothing has been saved there."""
+    out = Path(out)
+    folder = checkpoint_folder(out)
+    if folder == out:
+        raise CheckpointError(f"{out}: no run to resume (nothing has been saved there yet)")
+    return read_saved_run(folder)
 
 
 def _in_use_error(out: Path, fd: int, err: OSError) -> CheckpointError:
@@ -433,10 +445,7 @@ class RunFolder:
 
     def read(self) -> SavedRun:
         """The latest complete save (for ``--resume``), cross-checked; CheckpointError if there is none."""
-        folder = checkpoint_folder(self.path)
-        if folder == self.path:
-            raise CheckpointError(f"{self.path}: no run to resume (nothing has been saved there yet)")
-        return read_saved_run(folder)
+        return read_latest_save(self.path)
 
     def _current_step(self) -> int | None:
         folder = checkpoint_folder(self.path)

@@ -27,15 +27,11 @@ from resfields.tasks.common.config import (
     siren_spec_for_checkpoint,
     time_and_points,
 )
+from resfields.tasks.common.geometry import points_from_barycentric, sample_surface
 from resfields.tasks.common.media import scatter_flow_image, side_by_side, write_video
-from resfields.tasks.common.meshes import (
-    MeshSequence,
-    load_sequence,
-    normalise_sequence,
-    points_from_barycentric,
-    sample_surface,
-)
 from resfields.tasks.common.metrics import flow_metrics
+from resfields.tasks.common.sequence import MeshSequence, normalise_sequence
+from resfields.tasks.common.sources import load_sequence
 from resfields.tasks.common.task import Predict
 
 __all__ = ["FlowOptions", "FlowTask"]

@@ -31,8 +31,9 @@ import numpy as np
 
 from resfields.errors import DataError, ShapeError
 from resfields.tasks.common.cameras import Camera
+from resfields.tasks.common.values import check_downscale, is_real
 
-from .files import as_rgb, check_downscale, check_same_size, downscaled_size, read_image, read_json, resize_image
+from .files import as_rgb, check_same_size, downscaled_size, read_image, read_json, resize_image
 from .video import MultiViewVideo
 
 __all__ = ["DNERF_BOUND", "DNERF_SPLITS", "read_dnerf"]
@@ -44,20 +45,16 @@ DNERF_SPLITS = ("train", "val", "test")
 _OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
 def _dnerf_meta(path: Path) -> tuple[float, float | None, list[dict[str, Any]]]:
     """camera_angle_x, the optional scene_scale and the frame records of one transforms json."""
     meta = read_json(path)
     if not isinstance(meta, dict):
         raise DataError(f"{path}: expected a JSON object with camera_angle_x and frames")
     angle = meta.get("camera_angle_x")
-    if not _is_real(angle) or not 0.0 < angle < math.pi:
+    if not is_real(angle) or not 0.0 < angle < math.pi:
         raise DataError(f"{path}: camera_angle_x must be a number in (0, pi) radians, got {angle!r}")
     scene_scale = meta.get("scene_scale")
-    if scene_scale is not None and (not _is_real(scene_scale) or not 0.0 < scene_scale < math.inf):
+    if scene_scale is not None and (not is_real(scene_scale) or not 0.0 < scene_scale < math.inf):
         raise DataError(f"{path}: scene_scale must be a positive number, got {scene_scale!r}")
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
@@ -66,7 +63,7 @@ def _dnerf_meta(path: Path) -> tuple[float, float | None, list[dict[str, Any]]]:
         if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
             raise DataError(f"{path}: frames[{i}] needs a file_path string")
         time = frame.get("time")
-        if not _is_real(time) or not 0.0 <= time <= 1.0:
+        if not is_real(time) or not 0.0 <= time <= 1.0:
             raise DataError(f"{path}: frames[{i}] time must be a number in [0, 1], got {time!r}")
         matrix = frame.get("transform_matrix")
         try:

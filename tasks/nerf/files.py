@@ -19,7 +19,6 @@ from resfields.errors import DataError
 __all__ = [
     "as_grey",
     "as_rgb",
-    "check_downscale",
     "check_same_size",
     "downscaled_size",
     "read_depth",
@@ -29,17 +28,6 @@ __all__ = [
     "resize_depth",
     "resize_image",
 ]
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
-def check_downscale(path: Path, scale: object) -> float:
-    """``scale`` as a float if it is a downscale factor in (0, 1]; DataError naming ``path`` otherwise."""
-    if not _is_real(scale) or not 0.0 < float(scale) <= 1.0:  # also rejects NaN
-        raise DataError(f"{path}: scale must be a downscale factor in (0, 1], got {scale!r}")
-    return float(scale)
 
 
 def downscaled_size(height: int, width: int, scale: float) -> tuple[int, int]:

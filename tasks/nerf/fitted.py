@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from resfields.decode import decode_dataclass
 from resfields.errors import CheckpointError, DataError, FrameError, ResFieldsError, ShapeError, SpecError, short_repr
 from resfields.spec import ModelSpec, frame_to_time, spec_differences
 from resfields.tasks.common.cameras import Camera, orbit_cameras
-from resfields.tasks.common.config import config_from_dict
+from resfields.tasks.common.values import is_int
 
 from .model import LATENT_METHODS, NerfModelConfig, nerf_forward, nerf_spec
 from .pipeline import OUTPUTS, Predict, Sampler, query_batch, render_view
@@ -54,7 +55,7 @@ def resolve_time(n_frames: int, *, time: float | None = None, frame: int | None 
     if (time is None) == (frame is None):
         raise FrameError("give exactly one of time (normalised, in [-1, 1]) or frame (an integer id)")
     if frame is not None:
-        if isinstance(frame, bool) or not isinstance(frame, int | np.integer) or not 0 <= frame < n_frames:
+        if not is_int(frame) or not 0 <= frame < n_frames:
             raise FrameError(f"frame must be an integer in [0, {n_frames}), got {frame!r}")
         return frame_to_time(int(frame), n_frames), int(frame)
     t = float(time)  # type: ignore[arg-type]
@@ -222,7 +223,7 @@ class FittedNerf:
     def mesh(self, frame: int, resolution: int = 128) -> tuple[np.ndarray, np.ndarray]:
         """Marching cubes of the SDF at ``frame`` on a ``resolution``^3 grid over [-1, 1]^3:
         ``vertices`` (V, 3), ``faces`` (F, 3) (empty when the SDF has no zero crossing)."""
-        from resfields.tasks.common.meshes import extract_mesh, grid_points
+        from resfields.tasks.common.geometry import extract_mesh, grid_points
 
         t, frame = resolve_time(self.n_frames, frame=frame)
         values = self._sdf_at(t, frame)(grid_points(resolution))
@@ -230,7 +231,7 @@ class FittedNerf:
 
     def export_mesh(self, frame: int, path: str | Path, resolution: int = 128) -> Path:
         """Write :meth:`mesh` of ``frame`` to ``path`` (.ply or .obj); DataError if there is no surface."""
-        from resfields.tasks.common.meshes import write_mesh
+        from resfields.tasks.common.meshio import write_mesh
 
         vertices, faces = self.mesh(frame, resolution)
         if len(faces) == 0:
@@ -320,7 +321,7 @@ def camera_from_dict(item: Any, where: str = "camera", error: type[ResFieldsErro
     forming a valid :class:`~resfields.tasks.common.cameras.Camera`, integer sizes. Anything else raises
     one ``error`` naming ``where`` and the field."""
     try:
-        stored = config_from_dict(StoredCamera, item, where)
+        stored = decode_dataclass(StoredCamera, item, where)
         for name, n in (("intrinsics", 3), ("cam_to_world", 4)):
             rows = getattr(stored, name)
             if len(rows) != n or any(len(row) != n for row in rows):
@@ -386,7 +387,7 @@ def scene_from_metadata(
     for, and ``spec`` must be what the recipe builds for it. Every problem is one CheckpointError naming
     ``where`` and the field."""
     try:
-        decoded = config_from_dict(SceneMetadata, scene, "metadata.scene")
+        decoded = decode_dataclass(SceneMetadata, scene, "metadata.scene")
     except SpecError as err:
         raise CheckpointError(f"{where} {err}") from err
     if model is None or spec is None:

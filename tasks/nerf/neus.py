@@ -31,11 +31,11 @@ import numpy as np
 
 from resfields.errors import DataError, FrameError, ShapeError
 from resfields.tasks.common.cameras import Camera, decompose_projection
+from resfields.tasks.common.values import check_downscale, is_int
 
 from .files import (
     as_grey,
     as_rgb,
-    check_downscale,
     check_same_size,
     downscaled_size,
     read_depth,
@@ -56,10 +56,6 @@ _UNIT_BOUNDS = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 _SIMILARITY_TOL = 1e-6
 _FRAME_FILE = re.compile(r"(\d+)\.png")
 _WORLD_MAT = re.compile(r"world_mat_(\d+)")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 # ----------------------------------------------------------------------------- camera file
@@ -174,7 +170,7 @@ def read_neus(folder: str | Path, *, n_frames: int | None = None, scale: float =
     if not folder.is_dir():
         raise DataError(f"{folder}: NeuS scene folder not found")
     scale = check_downscale(folder, scale)
-    if n_frames is not None and (not _is_int(n_frames) or n_frames < 1):
+    if n_frames is not None and (not is_int(n_frames) or n_frames < 1):
         raise FrameError(f"{folder}: n_frames must be a positive integer or None, got {n_frames!r}")
     cameras_path = folder / NEUS_CAMERAS
     world_mats, scale_mat = _read_neus_cameras(cameras_path)

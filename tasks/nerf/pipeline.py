@@ -27,6 +27,7 @@ import numpy as np
 
 from resfields.errors import DataError
 from resfields.tasks.common.cameras import Camera
+from resfields.tasks.common.values import is_int
 
 from .model import difference_offsets
 from .render import ray_box_intersection, rays_from_camera, sample_points, stratified_samples
@@ -195,7 +196,7 @@ def render_rays(
     """
     if sampler not in ("surface", "stratified"):
         raise DataError(f"sampler must be 'surface' or 'stratified'; got {sampler!r}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
+    if not is_int(chunk) or chunk < 1:
         raise DataError(f"chunk must be a positive integer; got {chunk!r}")
     o, d = np.asarray(origins, np.float32), np.asarray(directions, np.float32)
     near, far, hit = ray_box_intersection(o, d, bounds)

@@ -28,6 +28,7 @@ import numpy as np
 
 from resfields.errors import DataError, ShapeError
 from resfields.tasks.common.cameras import Camera, generate_rays
+from resfields.tasks.common.values import is_int
 
 __all__ = [
     "accumulate_along_rays",
@@ -138,7 +139,7 @@ def stratified_samples(
         ``t_starts`` (R, S), ``t_ends`` (R, S) float32, with ``t_starts[:, 0] = near``,
         ``t_ends[:, -1] = far`` and ``t_ends[:, i] = t_starts[:, i + 1]``.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
+    if not is_int(n_samples) or n_samples < 1:
         raise DataError(f"n_samples must be a positive integer; got {n_samples!r}")
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise DataError(f"rng must be a numpy.random.Generator or None; got {type(rng).__name__}")

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from resfields.errors import DataError, ShapeError
+from resfields.tasks.common.values import is_int
 
 from .render import stratified_samples
 
@@ -291,7 +292,7 @@ def occupancy_from_sdf(
         bounds: (2, 3) ``[lo, hi]`` box of the grid.
         resolution: cells per axis.
     """
-    if isinstance(resolution, bool) or not isinstance(resolution, int | np.integer) or resolution < 1:
+    if not is_int(resolution) or resolution < 1:
         raise DataError(f"resolution must be a positive integer; got {resolution!r}")
     empty = OccupancyGrid(np.asarray(bounds, np.float64), np.zeros((resolution,) * 3, bool))
     centres = empty.centres()

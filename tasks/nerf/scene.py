@@ -1,6 +1,6 @@
 """The embedded default scene of the dynamic-NeRF task: a deforming, textured Stanford bunny seen by a few cameras.
 
-Geometry: :func:`resfields.tasks.common.meshes.deforming_bunny` scaled jointly into ``[-0.7, 0.7]^3``
+Geometry: :func:`resfields.tasks.common.bunny.deforming_bunny` scaled jointly into ``[-0.7, 0.7]^3``
 (world z up), well inside the unit sphere, so the scene is written with ``scale_mat`` = identity and
 read back with ``bounds = [-1, 1]^3``.
 
@@ -49,15 +49,11 @@ from pathlib import Path
 import numpy as np
 
 from resfields.errors import DataError, FrameError
+from resfields.tasks.common.bunny import deforming_bunny, load_bunny
 from resfields.tasks.common.cameras import Camera, generate_rays, intrinsics_from_fov, look_at
-from resfields.tasks.common.meshes import (
-    MeshSequence,
-    deforming_bunny,
-    load_bunny,
-    normalise_sequence,
-    points_from_barycentric,
-    sample_surface,
-)
+from resfields.tasks.common.geometry import cast_rays, points_from_barycentric, sample_surface
+from resfields.tasks.common.sequence import MeshSequence, normalise_sequence
+from resfields.tasks.common.values import frozen, is_int
 from resfields.tasks.nerf.neus import write_neus
 from resfields.tasks.nerf.video import MultiViewVideo
 
@@ -89,7 +85,7 @@ _AMBIENT = 0.6
 
 
 def _check_count(value: object, name: str, minimum: int) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise DataError(f"make_scene: {name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
@@ -100,7 +96,7 @@ def bunny_sequence(n_frames: int) -> tuple[MeshSequence, np.ndarray]:
     Returns the shared-topology sequence (vertices (V, 3), faces (F, 3) per frame) and the rest-pose
     vertices (V, 3) under the same normalisation (the undeformed bunny the texture is painted on).
     """
-    if not isinstance(n_frames, int | np.integer) or isinstance(n_frames, bool) or n_frames < 1:
+    if not is_int(n_frames) or n_frames < 1:
         raise FrameError(f"bunny_sequence: n_frames must be a positive integer, got {n_frames!r}")
     seq, center, scale = normalise_sequence(deforming_bunny(int(n_frames)), extent=_EXTENT)
     rest, _ = load_bunny()
@@ -161,9 +157,7 @@ def _texture() -> np.ndarray:
             sums = np.cumsum(np.concatenate([np.zeros((1, 3)), padded]), axis=0)
             image[r] = (sums[2 * half + 1 :] - sums[:columns]) / (2 * half + 1)
     low, high = _ALBEDO_RANGE
-    texture = low + (high - low) * image
-    texture.flags.writeable = False
-    return texture
+    return frozen(low + (high - low) * image)
 
 
 def _albedo(rest_points: np.ndarray) -> np.ndarray:
@@ -195,8 +189,6 @@ def _render_frame(
 
     Each pixel is rendered with ``supersampling``^2 rays (module docstring); ``supersampling`` is odd.
     """
-    import point_cloud_utils as pcu
-
     s = supersampling
     n_cameras, height, width = len(cameras), cameras[0].height, cameras[0].width
     # The ``s``-times finer image's pixel centres are the sub-pixel grid: fine pixel (a, b) lies in pixel
@@ -205,29 +197,17 @@ def _render_frame(
     origins = np.concatenate([o.reshape(-1, 3) for o, _ in rays])
     directions = np.concatenate([d.reshape(-1, 3) for _, d in rays])
     n_fine = height * s * width * s
-    # One intersector call per frame for all cameras: building the BVH dominates the cost of small images.
-    face_ids, bary, ray_t = pcu.ray_mesh_intersection(vertices, faces.astype(np.int32), origins, directions)
-    face_ids = np.asarray(face_ids).astype(np.int64)
-    hit = face_ids >= 0  # pcu marks a miss with face id -1
-    tri = faces[face_ids[hit]]
-    corners = vertices[tri]
-    cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    o, d = origins[hit], directions[hit]
-    along = np.sum(cross * d, axis=1)
-    # The intersector's distances are float32; re-intersecting the hit face's plane in float64 makes the
-    # depth maps exact ground truth. Degenerate faces keep the intersector's distance.
-    t = np.asarray(ray_t, dtype=np.float64)[hit]
-    exact = np.abs(along) > 1e-300
-    t[exact] = np.sum(cross[exact] * (corners[exact, 0] - o[exact]), axis=1) / along[exact]
-    lengths = np.linalg.norm(cross, axis=1, keepdims=True)
-    normals = np.divide(cross, lengths, out=np.zeros_like(cross), where=lengths > 0)  # outward (load_bunny)
-    rest_points = np.einsum("nk,nkd->nd", np.asarray(bary, dtype=np.float64)[hit], rest[tri])
-    shading = _AMBIENT + (1.0 - _AMBIENT) * np.clip(normals @ _LIGHT, 0.0, None)
+    # One call for all cameras of the frame: the intersector's BVH is built once.
+    hits = cast_rays(vertices, faces, origins, directions, where="make_scene")
+    hit = hits.hit
+    rest_points = np.einsum("nk,nkd->nd", hits.barycentric, rest[faces[hits.face_ids]])
+    # The winding normals are outward: load_bunny orients the bunny so.
+    shading = _AMBIENT + (1.0 - _AMBIENT) * np.clip(hits.normals @ _LIGHT, 0.0, None)
     optical_axes = np.repeat([camera.rotation[:, 2] for camera in cameras], n_fine, axis=0)[hit]
     fine_rgb = np.zeros((hit.size, 3))
     fine_rgb[hit] = _albedo(rest_points) * shading[:, None]
     fine_depth = np.zeros(hit.size)
-    fine_depth[hit] = t * np.sum(d * optical_axes, axis=1)
+    fine_depth[hit] = hits.t * np.sum(directions[hit] * optical_axes, axis=1)
 
     def blocks(fine: np.ndarray) -> np.ndarray:
         """(C, H, W, s * s, ...) sub-rays of each pixel from per-fine-ray values (C * H * s * W * s, ...)."""
@@ -266,9 +246,9 @@ def make_scene(
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise DataError(f"{folder}: make_scene needs a new or empty folder")
-    if not isinstance(n_frames, int | np.integer) or isinstance(n_frames, bool) or n_frames < 1:
+    if not is_int(n_frames) or n_frames < 1:
         raise FrameError(f"make_scene: n_frames must be a positive integer, got {n_frames!r}")
-    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+    if not is_int(seed):
         raise DataError(f"make_scene: seed must be an integer, got {seed!r}")
     supersampling = _check_count(supersampling, "supersampling", 1)
     if supersampling % 2 == 0:

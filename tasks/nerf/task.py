@@ -73,6 +73,7 @@ class NerfTask:
     name: ClassVar[str] = "nerf"
     Data: ClassVar[type] = NerfOptions
     Model: ClassVar[type] = NerfModelConfig
+    shard_key: ClassVar[str] = "points"  # the (F, P, ...) array of a batch that ranks share (distributed)
 
     def __init__(self, data: NerfOptions, model: NerfModelConfig) -> None:
         self.options, self.model = data, model

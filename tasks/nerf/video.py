@@ -15,26 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from resfields.errors import DataError, FrameError, ShapeError
 from resfields.spec import frame_to_time
 from resfields.tasks.common.cameras import Camera
+from resfields.tasks.common.values import frozen, is_int
 
 __all__ = ["MultiViewVideo"]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _frozen(arr: np.ndarray, dtype: Any) -> np.ndarray:
-    # A frozen dataclass should not hand out arrays that can be edited behind its back.
-    out = np.array(arr, dtype=dtype, copy=True)
-    out.setflags(write=False)
-    return out
 
 
 def _index_array(value: object, name: str, where: str, error: type[Exception]) -> np.ndarray:
@@ -98,7 +87,7 @@ class MultiViewVideo:
             raise DataError(f"{where}: mask must be bool, got dtype {mask.dtype}")
         depth = None if self.depth is None else self._checked_depth(where, (n, height, width))
         cameras = self._checked_cameras(where, n, height, width)
-        if not _is_int(self.n_frames) or self.n_frames < 1:
+        if not is_int(self.n_frames) or self.n_frames < 1:
             raise FrameError(f"{where}: n_frames must be a positive integer, got {self.n_frames!r}")
         frame_ids = _index_array(self.frame_ids, "frame_ids", where, FrameError)
         if frame_ids.shape != (n,):
@@ -116,15 +105,15 @@ class MultiViewVideo:
             raise ShapeError(f"{where}: bounds must have shape (2, 3) ([lo, hi]), got {bounds.shape}")
         if not np.isfinite(bounds).all() or np.any(bounds[0] >= bounds[1]):
             raise DataError(f"{where}: bounds must be finite with lo < hi on every axis, got {bounds.tolist()}")
-        object.__setattr__(self, "rgb", _frozen(rgb, np.float32))
-        object.__setattr__(self, "mask", _frozen(mask, np.bool_))
+        object.__setattr__(self, "rgb", frozen(rgb, np.float32))
+        object.__setattr__(self, "mask", frozen(mask, np.bool_))
         object.__setattr__(self, "depth", depth)
         object.__setattr__(self, "cameras", cameras)
         object.__setattr__(self, "n_frames", int(self.n_frames))
-        object.__setattr__(self, "frame_ids", _frozen(frame_ids, np.int64))
-        object.__setattr__(self, "camera_ids", _frozen(camera_ids, np.int64))
+        object.__setattr__(self, "frame_ids", frozen(frame_ids, np.int64))
+        object.__setattr__(self, "camera_ids", frozen(camera_ids, np.int64))
         object.__setattr__(self, "split", self._checked_split(where, n))
-        object.__setattr__(self, "bounds", _frozen(bounds, np.float64))
+        object.__setattr__(self, "bounds", frozen(bounds, np.float64))
         object.__setattr__(self, "points", self._checked_points(where))
 
     def _checked_depth(self, where: str, shape: tuple[int, int, int]) -> np.ndarray:
@@ -135,7 +124,7 @@ class MultiViewVideo:
             raise DataError(f"{where}: depth must be real numbers, got dtype {depth.dtype}")
         if not np.isfinite(depth).all() or depth.min() < 0:
             raise DataError(f"{where}: depth must be finite and non-negative (0 = unknown)")
-        return _frozen(depth, np.float32)
+        return frozen(depth, np.float32)
 
     def _checked_cameras(self, where: str, n: int, height: int, width: int) -> tuple[Camera, ...]:
         try:
@@ -165,7 +154,7 @@ class MultiViewVideo:
                 raise DataError(f"{where}: split[{key!r}] holds image indices outside [0, {n})")
             if len(np.unique(ids)) != len(ids):
                 raise DataError(f"{where}: split[{key!r}] lists an image twice")
-            split[key] = _frozen(ids, np.int64)
+            split[key] = frozen(ids, np.int64)
         return split
 
     def _checked_points(self, where: str) -> tuple[np.ndarray, ...] | None:
@@ -184,7 +173,7 @@ class MultiViewVideo:
                 raise ShapeError(f"{where}: points of frame {f} must have shape (P, 3), got {arr.shape}")
             if arr.dtype.kind not in "fiu" or not np.isfinite(arr).all():
                 raise DataError(f"{where}: points of frame {f} must be finite real numbers")
-            out.append(_frozen(arr, np.float64))
+            out.append(frozen(arr, np.float64))
         return tuple(out)
 
     @property

@@ -154,7 +154,7 @@ def _check_request(args: Any) -> tuple[int, int]:
     if not math.isfinite(args.elevation):
         raise DataError(f"--elevation must be a finite number of degrees, got {args.elevation}")
     if args.mesh is not None:
-        from resfields.tasks.common.meshes import MESH_SUFFIXES
+        from resfields.tasks.common.meshio import MESH_SUFFIXES
 
         if Path(args.mesh).suffix.lower() not in MESH_SUFFIXES:
             raise DataError(f"--mesh {args.mesh}: the mesh file must end in {' or '.join(MESH_SUFFIXES)}")

@@ -26,17 +26,12 @@ from resfields.tasks.common.config import (
     siren_spec_for_checkpoint,
     time_and_points,
 )
+from resfields.tasks.common.geometry import extract_mesh, grid_points, sdf_samples
 from resfields.tasks.common.media import render_mesh, side_by_side, write_video
-from resfields.tasks.common.meshes import (
-    MeshSequence,
-    extract_mesh,
-    grid_points,
-    load_sequence,
-    normalise_sequence,
-    sdf_samples,
-    write_mesh,
-)
+from resfields.tasks.common.meshio import write_mesh
 from resfields.tasks.common.metrics import mesh_metrics
+from resfields.tasks.common.sequence import MeshSequence, normalise_sequence
+from resfields.tasks.common.sources import load_sequence
 from resfields.tasks.common.task import Predict
 
 __all__ = ["SDFOptions", "SDFTask"]

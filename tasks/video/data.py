@@ -27,6 +27,7 @@ import numpy as np
 
 from resfields.errors import DataError, FrameError, ShapeError, SpecError
 from resfields.spec import frame_to_time
+from resfields.tasks.common.values import check_downscale, frozen, is_int
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -70,32 +71,19 @@ def bikes_path() -> Path:
     return path
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
 def _check_selection(start: object, n_frames: object, frame_stride: object) -> None:
-    if not _is_int(start) or start < 0:
+    if not is_int(start) or start < 0:
         raise FrameError(f"read_video: start must be a non-negative integer, got {start!r}")
-    if n_frames is not None and (not _is_int(n_frames) or n_frames < 1):
+    if n_frames is not None and (not is_int(n_frames) or n_frames < 1):
         raise FrameError(f"read_video: n_frames must be a positive integer or None, got {n_frames!r}")
-    if not _is_int(frame_stride) or frame_stride < 1:
+    if not is_int(frame_stride) or frame_stride < 1:
         raise FrameError(f"read_video: frame_stride must be a positive integer, got {frame_stride!r}")
-
-
-def _check_scale(path: Path, scale: object) -> float:
-    if not isinstance(scale, int | float | np.integer | np.floating) or isinstance(scale, bool):
-        raise DataError(f"{path}: scale must be a number in (0, 1], got {scale!r}")
-    scale = float(scale)
-    if not (0.0 < scale <= 1.0):  # also rejects NaN
-        raise DataError(f"{path}: scale must be in (0, 1] (a downscale factor), got {scale!r}")
-    return scale
 
 
 def _check_crop(path: Path, crop: object) -> Crop | None:
     if crop is None:
         return None
-    if not isinstance(crop, tuple | list) or len(crop) != 4 or not all(_is_int(v) for v in crop):
+    if not isinstance(crop, tuple | list) or len(crop) != 4 or not all(is_int(v) for v in crop):
         raise DataError(f"{path}: crop must be a tuple of 4 integers (top, left, height, width), got {crop!r}")
     top, left, height, width = (int(v) for v in crop)
     if top < 0 or left < 0 or height < 1 or width < 1:
@@ -247,7 +235,7 @@ def read_video(
     """
     path = bikes_path() if path is None else Path(path)
     _check_selection(start, n_frames, frame_stride)
-    scale = _check_scale(path, scale)
+    scale = check_downscale(path, scale)
     crop = _check_crop(path, crop)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
@@ -291,12 +279,6 @@ def read_video(
 # ----------------------------------------------------------------------------- split and coordinates
 
 
-def _readonly(array: np.ndarray) -> np.ndarray:
-    array = np.array(array, copy=True)
-    array.setflags(write=False)
-    return array
-
-
 @dataclass(frozen=True, eq=False)
 class VideoSplit:
     """Which pixels and frames are held out for testing.
@@ -320,7 +302,7 @@ class VideoSplit:
             raise ShapeError(f"VideoSplit: test_mask must be an (H, W) bool array, got {mask.shape} {mask.dtype}")
         if mask.all():
             raise DataError("VideoSplit: test_mask holds out every pixel; no training pixels are left")
-        object.__setattr__(self, "test_mask", _readonly(mask))
+        object.__setattr__(self, "test_mask", frozen(mask))
         for name in ("train_frames", "test_frames"):
             ids = np.asarray(getattr(self, name))
             if ids.ndim != 1:
@@ -330,7 +312,7 @@ class VideoSplit:
             ids = ids.astype(np.int64)
             if ids.size and (ids[0] < 0 or np.any(np.diff(ids) <= 0)):
                 raise FrameError(f"VideoSplit: {name} must be non-negative and strictly increasing, got {ids}")
-            object.__setattr__(self, name, _readonly(ids))
+            object.__setattr__(self, name, frozen(ids))
         if self.train_frames.size == 0:
             raise FrameError("VideoSplit: train_frames is empty")
         if np.intersect1d(self.train_frames, self.test_frames).size:
@@ -338,10 +320,10 @@ class VideoSplit:
 
 
 def _check_dims(owner: str, n_frames: object, height: object, width: object) -> None:
-    if not _is_int(n_frames) or n_frames < 1:
+    if not is_int(n_frames) or n_frames < 1:
         raise FrameError(f"{owner}: n_frames must be a positive integer, got {n_frames!r}")
     for name, value in (("height", height), ("width", width)):
-        if not _is_int(value) or value < 1:
+        if not is_int(value) or value < 1:
             raise ShapeError(f"{owner}: {name} must be a positive integer, got {value!r}")
 
 
@@ -372,7 +354,7 @@ def make_split(
         raise SpecError(
             f"make_split: holdout_fraction must be in [0, 1) and leave a training pixel, got {holdout_fraction!r}"
         )
-    if not _is_int(holdout_every) or holdout_every < 0:
+    if not is_int(holdout_every) or holdout_every < 0:
         raise SpecError(f"make_split: holdout_every must be a non-negative integer, got {holdout_every!r}")
     rng = np.random.default_rng(seed)
     mask = np.zeros(n_pixels, dtype=bool)
@@ -489,7 +471,7 @@ class VideoData:
         Returns:
             ``x`` (N, 3) float32 (t, y, x); ``frame_ids`` (N,) int64 ascending; ``target`` (N, 3) float32 rgb.
         """
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ShapeError(f"VideoData.sample: batch_size must be a positive integer, got {batch_size!r}")
         rng = np.random.default_rng(rng)
         train = self.split.train_frames
@@ -538,7 +520,7 @@ class VideoData:
         Returns:
             (H * W, 3) float32 (t, y, x); reshape a prediction to (H, W, C) to get the image.
         """
-        if not _is_int(frame) or not 0 <= frame < self.n_frames:
+        if not is_int(frame) or not 0 <= frame < self.n_frames:
             raise FrameError(
                 f"VideoData.frame_coordinates: frame must be an integer in [0, {self.n_frames}), got {frame!r}"
             )
