@@ -15,6 +15,9 @@ A ResField layer has ``capacity`` time coefficients ``c_0 .. c_{C-1}``.
 * ``mode="interpolation"`` takes a time ``t``, clamps it to ``[-1, 1]`` (``±inf`` included), maps
   it to the position ``p = (t + 1) / 2 * (C - 1)`` in ``[0, C - 1]`` and blends linearly between
   the two neighbouring coefficients. With ``C == T`` frame ``f`` lands exactly on coefficient ``f``.
+  A position within the rounding of its time's dtype of a knot (:func:`knot_tolerance`: ``eps (C - 1)``
+  knot spacings, at most ``1e-5``) is that knot: a frame's time computed in float32 then picks one
+  coefficient on every backend, not a ``(1 - 1e-7, 1e-7)`` blend of two.
 
 Weight of a ResField layer at time t (bias is static)::
 
@@ -399,6 +402,15 @@ def frame_to_time(frame: float, n_frames: int) -> float:
     """Normalised time of frame ``frame`` of ``n_frames``: ``-1 + 2 f / (T - 1)`` (0 if T == 1)."""
     _check_positive_int("frame_to_time", "n_frames", n_frames)
     return 0.0 if n_frames == 1 else -1.0 + 2.0 * frame / (n_frames - 1)
+
+
+KNOT_SNAP = 1e-5  # the largest distance to a knot, in knot spacings, that still counts as on it
+
+
+def knot_tolerance(key_eps: float, capacity: int) -> float:
+    """How close (in knot spacings) a time's position must be to a knot to count as on it: the rounding
+    ``key_eps (C - 1)`` of a time stored with machine epsilon ``key_eps``, at most :data:`KNOT_SNAP`."""
+    return min(KNOT_SNAP, key_eps * max(capacity - 1, 1))
 
 
 def time_to_position(t: float, capacity: int) -> float:

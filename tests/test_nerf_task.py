@@ -7,27 +7,19 @@ import json
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import TINY_NERF
 
 from resfields.cli import main
 from resfields.errors import FrameError
 from resfields.tasks.common.fit import load_run
 from resfields.tasks.common.meshio import read_mesh
 from resfields.tasks.nerf.fitted import load_nerf
-from resfields.tasks.nerf.scene import make_scene
 from resfields.tasks.nerf.task import export_mesh
 
-TINY = ["--width", "16", "--n-layers", "3", "--resfield-layers", "1", "--rank", "2", "--feature-dim", "4"]
-TINY += ["--color-width", "16", "--n-samples", "8", "--eval-chunk", "256", "--batch-size", "96"]
-TINY += ["--mesh-resolution", "16"]
 
-
-@pytest.fixture(scope="module")
-def run_folder(tmp_path_factory):
-    scene = tmp_path_factory.mktemp("scene") / "bunny"
-    make_scene(scene, n_frames=2, size=16, n_train_cameras=2, n_test_cameras=1)
-    out = tmp_path_factory.mktemp("run")
-    assert main(["fit", "nerf", "--data", str(scene), "--steps", "6", "--out", str(out), "--quiet", *TINY]) == 0
-    return out
+@pytest.fixture
+def run_folder(tiny_nerf_run):
+    return tiny_nerf_run
 
 
 def test_fit_writes_a_nerf_run(run_folder):
@@ -128,7 +120,7 @@ def test_dynerf_renders_frames_only(tmp_path, run_folder):
     scene_dir = load_run(run_folder)[0].data.source
     out = tmp_path / "dynerf"
     argv = ["fit", "nerf", "--data", scene_dir, "--steps", "1", "--method", "dynerf", "--out", str(out), "--quiet"]
-    assert main([*argv, *TINY, "--mesh-resolution", "0", "--no-media"]) == 0
+    assert main([*argv, *TINY_NERF, "--mesh-resolution", "0", "--no-media"]) == 0
     scene = load_nerf(out)
     camera = scene.orbit(1, 8)[0]
     assert scene.render(camera, time=1.0)["rgb"].shape == (8, 8, 3)

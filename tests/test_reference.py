@@ -10,7 +10,7 @@ from array_api_compat import array_namespace
 from resfields.errors import FrameError, ShapeError
 from resfields.init import random_parameters, sample_parameters
 from resfields.reference import field_forward, field_vjp, resfield_linear, time_matrix
-from resfields.spec import COMPRESSIONS, MODES, LinearSpec, MLPSpec, ResFieldSpec, SirenSpec
+from resfields.spec import COMPRESSIONS, MODES, LinearSpec, MLPSpec, ResFieldSpec, SirenSpec, frame_to_time
 
 
 def _rf(compression: str, mode: str, capacity: int = 5) -> ResFieldSpec:
@@ -184,3 +184,36 @@ def test_runs_on_torch_tensors(rng):
         spec, {k: torch.from_numpy(v) for k, v in params.items()}, torch.from_numpy(x), frame_ids=torch.from_numpy(ids)
     )
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "tinygrad"])
+def test_float32_frame_times_land_on_one_knot_on_every_backend(backend):
+    """The spec's time convention: a time within its dtype's rounding of a knot is that knot, so the
+    float32 time of frame f picks coefficient f alone (no (1 - 1e-7, 1e-7) blend) on every backend;
+    a time just outside that rounding still blends."""
+    capacity = 100
+    rf = ResFieldSpec(capacity=capacity, rank=2, mode="interpolation")
+    knots = np.array([frame_to_time(f, capacity) for f in range(capacity)], dtype=np.float32)
+    off = np.float32(frame_to_time(40.01, capacity))  # 1e-2 of a spacing: far outside any rounding
+    times = np.concatenate([knots, [off]])
+    if backend == "numpy":
+        matrix = np.asarray(time_matrix(rf, times, array_namespace(times)))
+    elif backend == "torch":
+        torch = pytest.importorskip("torch")
+        from resfields.backends.torch.plan import plan_frames
+
+        plan = plan_frames(rf, (len(times),), None, torch.as_tensor(times), torch.device("cpu"))
+        blend, index = plan.blend.double().numpy(), plan.index.numpy()
+        matrix = np.zeros((len(times), capacity))
+        matrix[np.arange(len(times)), index] += 1 - blend
+        matrix[np.arange(len(times)), np.minimum(index + 1, capacity - 1)] += blend
+    else:
+        pytest.importorskip("tinygrad")
+        from tinygrad import Tensor
+
+        from resfields.backends.tinygrad.frames import time_matrix as tiny_time_matrix
+
+        matrix = tiny_time_matrix(rf, Tensor(times)).numpy()
+    np.testing.assert_array_equal(matrix[:capacity], np.eye(capacity))
+    assert np.count_nonzero(matrix[capacity]) == 2
+    np.testing.assert_allclose(matrix[capacity, 40:42], [0.99, 0.01], atol=1e-4)

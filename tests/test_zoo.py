@@ -21,15 +21,12 @@ from resfields.errors import CheckpointError, SpecError
 from resfields.tasks import get_task
 from resfields.tasks.common.config import ModelConfig, RunConfig, TrainConfig
 from resfields.tasks.common.fit import fit
-from resfields.tasks.nerf.scene import make_scene
 from resfields.zoo import registry as registry_module
 from resfields.zoo.check import check_checkpoint
 from resfields.zoo.recipes import RECIPES
 from resfields.zoo.registry import file_sha256, load_registry
 
 ZOO_IDS = {f"resfields/{name}" for name in RECIPES}
-TINY_NERF = ["--width", "16", "--n-layers", "3", "--resfield-layers", "1", "--rank", "2", "--feature-dim", "4"]
-TINY_NERF += ["--color-width", "16", "--n-samples", "8", "--eval-chunk", "256", "--batch-size", "64"]
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +44,9 @@ def video_run(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def nerf_run(tmp_path_factory) -> Path:
-    scene = tmp_path_factory.mktemp("scene") / "bunny"
-    make_scene(scene, n_frames=2, size=16, n_train_cameras=2, n_test_cameras=1)
-    out = tmp_path_factory.mktemp("nerf_run")
-    argv = ["fit", "nerf", "--data", str(scene), "--steps", "3", "--out", str(out), "--quiet", "--no-media"]
-    assert main([*argv, *TINY_NERF, "--mesh-resolution", "0"]) == 0
-    return out
+@pytest.fixture
+def nerf_run(tiny_nerf_run) -> Path:
+    return tiny_nerf_run
 
 
 # ----------------------------------------------------------------------------- save / load

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tinygrad import Tensor, dtypes
 
-from resfields.spec import ResFieldSpec
+from resfields.spec import ResFieldSpec, knot_tolerance
 from resfields.validate import broadcast_time_shape, check_frame_range, check_time_arguments, check_times, row_split
 
 __all__ = ["TimePlan", "check_key_values", "device_tensor", "plan_times", "time_matrix"]
@@ -47,11 +47,15 @@ def time_matrix(rf: ResFieldSpec, key: Tensor) -> Tensor:
     and ``w = p - floor(p)`` on the next knot (clamped), as the reference does.
     """
     capacity = rf.capacity
+    # a device-less constant in tinygrad 0.14 (no buffer): it takes the key's device
     knots = Tensor.arange(capacity).reshape(1, capacity)
     if rf.mode == "lookup":
         return (key.reshape(-1, 1).cast(dtypes.int32) == knots).cast(dtypes.float32)
     # the time is clamped, not the position: inf * (C - 1) is NaN when C == 1
     position = (key.cast(dtypes.float32).clip(-1.0, 1.0) + 1.0) * (0.5 * (capacity - 1))
+    knot = position.round()  # within the key's rounding of a knot is on the knot (the spec's time convention)
+    tolerance = knot_tolerance(float(np.finfo(np.float32).eps), capacity)
+    position = ((knot - position).abs() <= tolerance).where(knot, position)
     low = position.floor()
     weight = (position - low).reshape(-1, 1)
     high = (low + 1.0).clip(0.0, float(capacity - 1))

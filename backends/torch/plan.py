@@ -20,12 +20,10 @@ import math
 import torch
 
 from resfields.errors import SpecError
-from resfields.spec import ResFieldSpec
+from resfields.spec import ResFieldSpec, knot_tolerance
 from resfields.validate import broadcast_time_shape, check_frame_range, check_time_arguments, check_times, row_split
 
 __all__ = ["FramePlan", "Groups", "plan_frames", "upper_knot"]
-
-_KNOT_SNAP = 1e-5  # the largest snap to a knot, in units of coefficient spacing
 
 
 def upper_knot(index: torch.Tensor, capacity: int) -> torch.Tensor:
@@ -150,7 +148,7 @@ def plan_frames(
     # as on the knot, so frame-time input needs one weight per row, not two. The tolerance is the key's
     # rounding (float64 keys stay exact) and at most 1e-5 of a knot spacing; the snap moves the value
     # only (straight-through), so d(output)/d(time) is kept.
-    tolerance = min(_KNOT_SNAP, torch.finfo(row_key.dtype).eps * max(rf.capacity - 1, 1))
+    tolerance = knot_tolerance(torch.finfo(row_key.dtype).eps, rf.capacity)
     snap = (position.round() - position).detach()
     position = position + torch.where(snap.abs() <= tolerance, snap, torch.zeros_like(snap))
     lower = position.floor()

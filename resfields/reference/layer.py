@@ -15,7 +15,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from resfields.spec import LinearSpec, ResFieldSpec
+from resfields.spec import LinearSpec, ResFieldSpec, knot_tolerance
 from resfields.validate import (
     broadcast_time_shape,
     check_frame_range,
@@ -42,6 +42,10 @@ def time_matrix(rf: ResFieldSpec, key: Array, xp: Any) -> Array:
         return xp.astype(xp.astype(key, xp.int64)[:, None] == knots, xp.float64)
     # clamping the time, not the position: inf * (C - 1) is NaN when C == 1, and huge times overflow
     position = (xp.clip(xp.astype(key, xp.float64), -1.0, 1.0) + 1.0) / 2.0 * (rf.capacity - 1)
+    # within the key's own rounding of a knot is on the knot (the spec's time convention)
+    eps = float(xp.finfo(key.dtype).eps) if xp.isdtype(key.dtype, "real floating") else 0.0
+    knot = xp.round(position)
+    position = xp.where(xp.abs(knot - position) <= knot_tolerance(eps, rf.capacity), knot, position)
     low = xp.floor(position)
     w = (position - low)[:, None]
     high = xp.clip(low + 1.0, 0.0, float(rf.capacity - 1))
