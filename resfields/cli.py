@@ -1,4 +1,5 @@
-"""The ``resfields`` command line: ``conformance``, ``bench``, ``fit TASK``, ``eval RUN``, ``render RUN``."""
+"""The ``resfields`` command line: ``conformance``, ``bench``, ``fit TASK``, ``eval RUN``, ``render RUN``,
+``view ID``."""
 
 from __future__ import annotations
 
@@ -49,6 +50,12 @@ def _render(args: argparse.Namespace) -> int:
     return render_command(args)
 
 
+def _view(args: argparse.Namespace) -> int:
+    from resfields.zoo.viewer import view_command
+
+    return view_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from resfields import __version__
 
@@ -78,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="render novel views (RGB, depth, normals) of a trained nerf run folder")
     add_render_arguments(render)
     render.set_defaults(func=_render)
+    from resfields.zoo.viewer import add_view_arguments
+
+    view = sub.add_parser("view", help="view a fitted scene in the browser (nerf, video, sdf, flow; needs viser)")
+    add_view_arguments(view)
+    view.set_defaults(func=_view)
     # `bench` owns its arguments (see `resfields bench --help`); main() forwards them untouched
     sub.add_parser("bench", help="layer and training-step benchmarks", add_help=False)
     return parser
