@@ -311,3 +311,13 @@ def test_sine_matches_numpy_over_siren_range():
     z = np.linspace(-3000.0, 3000.0, 100001).astype(np.float32)
     err = np.abs(sine(Tensor(z)).numpy() - np.sin(z.astype(np.float64)))
     assert err.max() < 5e-7
+
+
+def test_sine_cosine_match_numpy_over_encoding_range():
+    # the positional encoding's bands (2^k x for the NeRF's k < 6 and |x| of a few scene units)
+    from resfields.backends.tinygrad.fields import sine_cosine
+
+    z = np.linspace(-200.0, 200.0, 40001).astype(np.float32)
+    sin, cos = sine_cosine(Tensor(z))
+    assert np.abs(sin.numpy() - np.sin(z.astype(np.float64))).max() < 5e-7
+    assert np.abs(cos.numpy() - np.cos(z.astype(np.float64))).max() < 5e-7

@@ -26,10 +26,13 @@ _SOFTPLUS_THRESHOLD = 20.0
 
 def positional_encoding(x: Tensor, n_frequencies: int, include_input: bool, window: Tensor | None = None) -> Tensor:
     """``(..., D) -> (..., D (include_input + 2L))``: ``[x, w_0 sin(2^0 x), w_0 cos(2^0 x), ...]``;
-    ``window`` ``(L,)`` weighs the bands (None: all ones)."""
+    ``window`` ``(L,)`` weighs the bands (None: all ones).
+
+    The bands use :func:`sine_cosine` (tinygrad's own ``sin``/``cos`` carry a Payne-Hanek
+    reduction that made the NeRF's first-layer kernels take ~35 s each to compile with clang)."""
     parts = [x] if include_input else []
     for k in range(n_frequencies):
-        band = [(2.0**k * x).sin(), (2.0**k * x).cos()]
+        band = list(sine_cosine(2.0**k * x))
         parts += band if window is None else [window[k] * b for b in band]
     return parts[0].cat(*parts[1:], dim=-1) if len(parts) > 1 else parts[0]
 
@@ -52,6 +55,19 @@ def _two_pi_parts(device: str) -> tuple[Tensor, Tensor]:
     return _PARTS[device]
 
 
+def _reduce(z: Tensor) -> Tensor:
+    """``z - 2 pi k`` in [-pi, pi] (same shape), two-step so that it stays exact for |z| < 2**16."""
+    k = (z * (1.0 / (2.0 * math.pi))).round()
+    high, low = _two_pi_parts(z.device)
+    return (z - k * high) - k * low
+
+
+def _sin_poly(r: Tensor) -> Tensor:
+    """``sin(r)`` for ``r`` in [-pi/2, pi/2]: a degree-11 odd polynomial (error ~1e-7)."""
+    r2 = r * r
+    return r * (1.0 + r2 * (-1 / 6 + r2 * (1 / 120 + r2 * (-1 / 5040 + r2 * (1 / 362880 + r2 * (-1 / 39916800))))))
+
+
 def sine(z: Tensor) -> Tensor:
     """``sin(z)`` to ~1e-7 absolute, elementwise; same shape as ``z``.
 
@@ -59,14 +75,17 @@ def sine(z: Tensor) -> Tensor:
     evaluates for every element, making a Siren step ~20x slower. Siren arguments stay far below
     2**16, so a two-step reduction to [-pi/2, pi/2] and a degree-11 odd polynomial suffice.
     """
-    k = (z * (1.0 / (2.0 * math.pi))).round()
-    high, low = _two_pi_parts(z.device)
-    r = (z - k * high) - k * low  # r in [-pi, pi]
+    r = _reduce(z)
     half_pi = math.pi / 2.0
-    r = (r > half_pi).where(math.pi - r, (r < -half_pi).where(-math.pi - r, r))  # sin(pi - r) = sin(r)
-    r2 = r * r
-    poly = 1.0 + r2 * (-1 / 6 + r2 * (1 / 120 + r2 * (-1 / 5040 + r2 * (1 / 362880 + r2 * (-1 / 39916800)))))
-    return r * poly
+    return _sin_poly((r > half_pi).where(math.pi - r, (r < -half_pi).where(-math.pi - r, r)))  # sin(pi - r) = sin(r)
+
+
+def sine_cosine(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``(sin(z), cos(z))`` to ~1e-7 absolute for |z| < 2**16, sharing one reduction; shapes of ``z``."""
+    r = _reduce(z)
+    half_pi = math.pi / 2.0
+    sin = _sin_poly((r > half_pi).where(math.pi - r, (r < -half_pi).where(-math.pi - r, r)))
+    return sin, _sin_poly(half_pi - r.abs())  # cos(r) = sin(pi/2 - |r|), and pi/2 - |r| is in [-pi/2, pi/2]
 
 
 def softplus(z: Tensor, beta: float) -> Tensor:
@@ -92,15 +111,17 @@ class Field(FieldLoop):
     ``x`` is ``(..., in_features)``; ``frame_ids``/``times`` broadcast against ``x.shape[:-1]`` and
     reach the ResField layers. Returns ``(..., out_features)``. Parameters are ``layers.{i}.*``.
     ``validate=False`` skips the value checks that read the key back from the device (use it
-    inside ``TinyJit``).
+    inside ``TinyJit``). ``device`` (a tinygrad device name; None: the default) holds the parameters.
     """
 
-    def __init__(self, spec: FieldSpec) -> None:
+    def __init__(self, spec: FieldSpec, device: str | None = None) -> None:
         if isinstance(spec, LinearSpec):
             raise TypeError("a LinearSpec is a layer, not a field: use ResFieldLinear.from_spec(spec)")
         self.spec = spec
         rules = init_rules(spec)
-        self.layers = [ResFieldLinear.from_spec(s, _layer_rules(rules, i)) for i, s in enumerate(layer_specs(spec))]
+        self.layers = [
+            ResFieldLinear.from_spec(s, _layer_rules(rules, i), device=device) for i, s in enumerate(layer_specs(spec))
+        ]
 
     # the primitives of the shared field loop (resfields.backends.common.FieldLoop)
     def _sin(self, z: Tensor) -> Tensor:
@@ -118,7 +139,9 @@ class Field(FieldLoop):
     def _encode(self, x: Tensor, window: Tensor | None) -> Tensor:
         spec = self.spec
         assert isinstance(spec, MLPSpec)
-        return positional_encoding(x, spec.n_frequencies, spec.include_input, window)
+        # realised once: left lazy, tinygrad recomputes the encoding inside the first layer's matmul
+        # for every output feature (and compiles that into one huge kernel per distinct shape)
+        return positional_encoding(x, spec.n_frequencies, spec.include_input, window).contiguous()
 
     def _apply_layer(self, layer: ResFieldLinear, h: Tensor, plan: Any) -> Tensor:
         return layer.forward_planned(h, plan)
@@ -148,21 +171,21 @@ class Field(FieldLoop):
 class Model(ModelFields):
     """A :class:`~resfields.spec.ModelSpec`: each field and each array an attribute under its own
     name, so ``get_state_dict`` yields the canonical names (``sdf.layers.0.weight``, ``beta``). The
-    task decides how the fields are combined."""
+    task decides how the fields are combined. ``device``: as for :class:`Field`."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, device: str | None = None) -> None:
         self.spec = spec
         for name, field_spec in spec.fields:
-            setattr(self, name, build_field(field_spec))
+            setattr(self, name, build_field(field_spec, device))
         for name, array in spec.arrays:
-            setattr(self, name, init_tensor(array.shape, array.init))
+            setattr(self, name, init_tensor(array.shape, array.init, device))
 
 
-def build_field(spec: AnySpec) -> ResFieldLinear | Field | Model:
+def build_field(spec: AnySpec, device: str | None = None) -> ResFieldLinear | Field | Model:
     """The tinygrad model for any spec: ResFieldLinear for a LinearSpec, Model for a ModelSpec,
-    Field otherwise."""
+    Field otherwise, with its parameters created on ``device`` (None: tinygrad's default)."""
     if isinstance(spec, ModelSpec):
-        return Model(spec)
+        return Model(spec, device)
     if isinstance(spec, LinearSpec):
-        return ResFieldLinear.from_spec(spec)
-    return Field(spec)
+        return ResFieldLinear.from_spec(spec, device=device)
+    return Field(spec, device)

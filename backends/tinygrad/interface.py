@@ -22,6 +22,15 @@ from .training import TinygradTrainer, infer, predict
 _DEVICES = {"cpu": "CPU", "cuda": "CUDA"}
 
 
+def tinygrad_device(device: str | None) -> str:
+    """The tinygrad name of a library device: ``"cpu"`` (and None) -> ``"CPU"``, ``"cuda:1"`` -> ``"CUDA:1"``.
+
+    Always explicit, never tinygrad's default device (which is the GPU wherever there is one)."""
+    name = "cpu" if device is None else str(device)
+    kind, _, index = name.partition(":")
+    return _DEVICES.get(kind, kind.upper()) + (f":{index}" if index else "")
+
+
 class TinygradBackend:
     name = "tinygrad"
     dtypes = ("float32",)
@@ -46,12 +55,12 @@ class TinygradBackend:
 
     def build(self, spec: FieldSpec, arrays: dict[str, np.ndarray] | None = None, device: str | None = None) -> Any:
         self.check_device(device)
-        model = build_field(spec)
+        # created, drawn and loaded on the device itself: drawing on tinygrad's default device and
+        # moving afterwards ran the RNG kernels there, and "cpu" left the model on the default
+        # device, which on a GPU machine is the GPU
+        model = build_field(spec, tinygrad_device(device))
         if arrays is not None:
             load_parameters(model, arrays)
-        if device is not None and device != "cpu":
-            for tensor in get_state_dict(model).values():
-                tensor.to_(_DEVICES[device])
         return model
 
     def to_numpy(self, model: Any) -> dict[str, np.ndarray]:

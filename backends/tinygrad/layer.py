@@ -37,15 +37,18 @@ from .frames import Key, TimePlan, device_tensor, plan_times
 __all__ = ["ResFieldLinear", "as_input", "init_tensor"]
 
 
-def init_tensor(shape: tuple[int, ...], rule: Init) -> Tensor:
+def init_tensor(shape: tuple[int, ...], rule: Init, device: str | None = None) -> Tensor:
     """A new float32 Tensor of ``shape`` drawn from a spec :class:`~resfields.spec.Init` rule with
-    tinygrad's RNG (seed it with ``Tensor.manual_seed``). Lazy, like ``tinygrad.nn.Linear``."""
+    tinygrad's RNG (seed it with ``Tensor.manual_seed``). Lazy, like ``tinygrad.nn.Linear``.
+
+    Drawn on ``device`` (None: tinygrad's default) itself: drawing elsewhere and copying would run
+    the RNG kernels on (and open) the default device, which on a GPU machine may be the CPU."""
     if rule.kind == "uniform":
-        value = Tensor.uniform(*shape, low=rule.a, high=rule.b, dtype=dtypes.float32)
+        value = Tensor.uniform(*shape, low=rule.a, high=rule.b, dtype=dtypes.float32, device=device)
     elif rule.kind == "normal":
-        value = Tensor.normal(*shape, mean=rule.a, std=rule.b, dtype=dtypes.float32)
+        value = Tensor.normal(*shape, mean=rule.a, std=rule.b, dtype=dtypes.float32, device=device)
     else:
-        value = Tensor.full(shape, rule.a, dtype=dtypes.float32)
+        value = Tensor.full(shape, rule.a, dtype=dtypes.float32, device=device)
     if rule.zero_columns:
         mask = np.ones(shape, dtype=np.float32)
         for start, stop in rule.zero_columns:
@@ -72,21 +75,25 @@ class ResFieldLinear(ResFieldLayer):
     scalar one for all). Returns ``(..., out_features)``. ``validate=False`` skips the value checks
     (frame range, NaN) that read the key back from the device; use it inside ``TinyJit``.
 
-    ``ResFieldLinear.from_spec(spec, rules=None)`` builds from a :class:`~resfields.spec.LinearSpec`;
-    ``rules`` (bare parameter names) overrides ``init_rules(spec)``, which a field passes since Siren
-    and geometric inits depend on the layer's place in the field.
+    ``ResFieldLinear.from_spec(spec, rules=None, device=None)`` builds from a
+    :class:`~resfields.spec.LinearSpec`; ``rules`` (bare parameter names) overrides
+    ``init_rules(spec)``, which a field passes since Siren and geometric inits depend on the layer's
+    place in the field. ``device`` (a tinygrad device name; None: the default) is where the
+    parameters are created and drawn; the constructor takes it as a keyword too.
     """
 
     weight: Tensor
     bias: Tensor | None
 
     # the primitives of the shared layer (resfields.backends.common.ResFieldLayer)
-    def _new_parameter(self, name: str, shape: tuple[int, ...], **options: Any) -> None:
-        # a lazy placeholder holds the attribute's place (get_state_dict's order); it is never realised
-        setattr(self, name, Tensor.empty(*shape, dtype=dtypes.float32))
+    def _new_parameter(self, name: str, shape: tuple[int, ...], device: str | None = None, **options: Any) -> None:
+        # a lazy placeholder holds the attribute's place (get_state_dict's order) and the device the
+        # draw uses; it is never realised
+        setattr(self, name, Tensor.empty(*shape, dtype=dtypes.float32, device=device))
 
     def _draw_parameter(self, name: str, rule: Init) -> None:
-        setattr(self, name, init_tensor(tuple(getattr(self, name).shape), rule))
+        old = getattr(self, name)
+        setattr(self, name, init_tensor(tuple(old.shape), rule, old.device))
 
     def _no_parameter(self, name: str) -> None:
         setattr(self, name, None)

@@ -216,14 +216,15 @@ def render_batch(model: Any, batch: dict[str, Any], config: NerfModelConfig, con
     ``eikonal`` (a scalar: mean of (|grad sdf| - 1)^2) and ``sdf`` (F, P, S, 1) at the samples.
     """
     points = batch["points"]
-    inputs = sdf_inputs(model, config, points, batch, concat)
-    out = sdf_network(model, config, inputs, batch)
-    sdf, feature = out[..., :1], out[..., 1:]
-    # forward differences along x, y, z: the gradient without second-order autograd
-    grads = [
-        (sdf_and_feature(model, config, points + batch["offsets"][i], batch, concat)[..., :1] - sdf) / config.fd_step
-        for i in range(3)
-    ]
+    s = points.shape[2]
+    # forward differences along x, y, z give the gradient without second-order autograd; the points and
+    # their three neighbours go through the SDF network as one (F, P, 4 S) batch: one call of every layer
+    # instead of four (fewer, larger GEMMs on torch; a quarter of the kernels for tinygrad to compile)
+    probes = concat([points] + [points + batch["offsets"][i] for i in range(3)], 2)
+    probe_inputs = sdf_inputs(model, config, probes, batch, concat)
+    out = sdf_network(model, config, probe_inputs, batch)
+    inputs, sdf, feature = probe_inputs[..., :s, :], out[..., :s, :1], out[..., :s, 1:]
+    grads = [(out[..., (i + 1) * s : (i + 2) * s, :1] - sdf) / config.fd_step for i in range(3)]
     grad = concat(grads, -1)
     grad_norm = (grad.square().sum(-1) + 1e-12).sqrt()
     normals = grad / grad_norm.unsqueeze(-1)
