@@ -120,6 +120,7 @@ def test_siren_forward_and_gradients_stay_on_the_model_device(mode: str, monkeyp
     assert set(grads) == set(get_state_dict(model))
 
 
+@pytest.mark.slow  # the suite's budget: the Siren cases above cover forward, keys and training
 def test_layers_and_pe_mlp_stay_on_the_model_device(monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.random.default_rng(1).uniform(-1, 1, size=(3, 4, 2)).astype(np.float32)
     rf = _rf("interpolation")
@@ -143,7 +144,7 @@ def _loss(pred: Tensor, batch: dict) -> Tensor:
     return (pred - batch["y"]).square().mean()
 
 
-@pytest.mark.parametrize("mode", ["lookup", "interpolation"])
+@pytest.mark.parametrize("mode", ["lookup", pytest.param("interpolation", marks=pytest.mark.slow)])
 def test_training_and_prediction_stay_on_the_model_device(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = SirenSpec(2, 1, hidden_features=8, n_layers=3, resfield_layers=(1,), resfield=_rf(mode))
     keys = np.array([[0], [1], [2]]) if mode == "lookup" else np.array([[-1.0], [0.0], [1.0]])
@@ -161,6 +162,7 @@ def test_training_and_prediction_stay_on_the_model_device(mode: str, monkeypatch
     _assert_only(seen, OTHER, f"{mode} training and prediction")
 
 
+@pytest.mark.slow  # the suite's budget: the Siren cases above cover forward, keys and training
 def test_model_spec_inference_and_training_stay_on_the_model_device(monkeypatch: pytest.MonkeyPatch) -> None:
     field = MLPSpec(3, 2, hidden_features=8, n_layers=2, resfield_layers=(0,), resfield=_rf("interpolation"))
     spec = ModelSpec((("sdf", field),), (("latents", ArraySpec((3, 1), Init("normal", 0.0, 0.01))),))
