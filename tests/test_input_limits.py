@@ -302,6 +302,7 @@ def _siren(capacity: int = 3, mode: str = "lookup") -> SirenSpec:
     )
 
 
+@pytest.mark.slow  # ~20 s compiling a TinyJit step; the suite's budget
 def test_tinygrad_trainer_names_a_changed_batch_shape():
     pytest.importorskip("tinygrad")
     impl = get_backend("tinygrad")
