@@ -181,6 +181,7 @@ def test_resume_needs_a_run_folder(video_file, tmp_path):
         fit(_video_run(video_file), tmp_path / "missing", resume=True, progress=False)
 
 
+@pytest.mark.slow  # ~20 s, the suite budget (torch vs tinygrad fits: the video runs above; .anime input: flow)
 def test_sdf_fit_on_an_anime_file(anime_file, tmp_path):
     task = get_task("sdf")
     run = RunConfig(
