@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import sys
 import tempfile
@@ -37,8 +38,6 @@ def _fit_rank(ranks: Ranks, run: RunConfig, out: str, device: str | None) -> Non
 def _step_ms(run: RunConfig, nproc: int, device: str | None, folder: Path) -> float:
     out = folder / f"n{nproc}"
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     launch(nproc, _fit_rank, (run, str(out), device))
     return float(json.loads((out / "metrics.json").read_text())["step_time_ms"])

@@ -153,7 +153,7 @@ def _same_path(a: Any, b: Any) -> bool:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from resfields.tasks.common.distributed import launch, ranks_from_environment
+    from resfields.tasks.common.distributed import check_backend, launch, ranks_from_environment
 
     ranks = ranks_from_environment()  # set by torchrun
     if args.nproc == 1:
@@ -163,10 +163,7 @@ def _fit(args: argparse.Namespace) -> int:
             f"--nproc {args.nproc} starts its own processes; under torchrun leave it out "
             f"(torchrun already started {ranks.world})"
         )
-    if args.backend != "torch":
-        raise SpecError(
-            f"--nproc {args.nproc} needs --backend torch (DistributedDataParallel); {args.backend} has none"
-        )
+    check_backend(args.backend, args.nproc)
     if not args.resume:
         _run_from_args(args)  # bad options fail here, once, before any process starts
     launch(args.nproc, _fit_rank, (args,))

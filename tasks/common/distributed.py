@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "GRACE_S",
     "Ranks",
+    "check_backend",
     "launch",
     "process_group",
     "rank_device",
@@ -67,6 +68,12 @@ class Ranks:
     def main(self) -> bool:
         """Rank 0: the one process that writes the run folder, shows progress and evaluates."""
         return self.rank == 0
+
+
+def check_backend(backend: str, world: int) -> None:
+    """SpecError unless ``backend`` can train on ``world`` processes: only torch has DDP."""
+    if world > 1 and backend != "torch":
+        raise SpecError(f"--nproc {world} needs --backend torch (DistributedDataParallel); {backend} has none")
 
 
 def ranks_from_environment(environ: Mapping[str, str] | None = None) -> Ranks | None:

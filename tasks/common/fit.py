@@ -63,7 +63,7 @@ from resfields.tasks.common.config import (
     TrainConfig,
     config_to_dict,
 )
-from resfields.tasks.common.distributed import Ranks, process_group, rank_device, shard_batch
+from resfields.tasks.common.distributed import Ranks, check_backend, process_group, rank_device, shard_batch
 from resfields.tasks.common.runfolder import (
     STATE_ARRAYS,
     STATE_JSON,
@@ -263,11 +263,8 @@ def fit(
     task_cls = get_task(run.task)
     impl = get_backend(backend)  # an unknown backend fails before the folder is touched
     distributed = ranks is not None and ranks.world > 1
-    if distributed and backend != "torch":
-        raise SpecError(
-            f"training on {ranks.world} processes needs --backend torch (DistributedDataParallel); "
-            f"{backend} trains in one process"
-        )
+    if distributed:
+        check_backend(backend, ranks.world)
     main = not distributed or ranks.main
     with ExitStack() as session:
         if distributed:
