@@ -49,11 +49,10 @@ def _take(t: torch.Tensor, rows) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).index_select(0, rows).view((-1, *t.shape[1:]))
 
 
-def _put(out: torch.Tensor, rows, value: torch.Tensor) -> None:
-    if isinstance(rows, slice):
-        out[rows] = value
-    else:
-        out.index_copy_(0, rows, value)
+def _put(out: torch.Tensor, rows: torch.Tensor, value: torch.Tensor) -> None:
+    """``out[rows] = value`` along dim 0, through 2-D views: torch's index_copy_ on a 3-D tensor took
+    about twice as long on the CPU (per group of 11 rows of 64 x 128)."""
+    out.view(out.shape[0], -1).index_copy_(0, rows, value.reshape(rows.numel(), -1))
 
 
 @torch.library.custom_op("resfields::grouped_linear", mutates_args=())
@@ -89,7 +88,7 @@ def grouped_linear(
             if y is None:
                 y = torch.addcmul(low, w, both[:, out_features:])
         if target is None:
-            out.index_copy_(0, group, y.view(-1, samples, out_features))
+            _put(out, group, y)
     return out
 
 
