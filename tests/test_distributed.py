@@ -62,13 +62,19 @@ def _parameters(folder: Path) -> dict[str, np.ndarray]:
     return load_checkpoint(checkpoint_folder(folder)).arrays
 
 
-def _assert_same_run(a: Path, b: Path, rtol: float = 1e-5) -> None:
+def _assert_same_run(a: Path, b: Path, rtol: float = 1e-5, parameter_rtol: float = 1e-4) -> None:
+    """Same loss curve to ``rtol``; same parameters to ``parameter_rtol`` of each tensor's largest entry.
+
+    The parameters get the looser bound because Adam divides by sqrt(v): a float32 difference in the
+    order the two ranks' gradients are summed, in a component whose gradient is near zero, moves the
+    update by up to ~1e-5 of the tensor's scale (seen on an AVX-512 Xeon). A wrong shard moves it by
+    about the learning rate, 3e-3, far above either bound."""
     np.testing.assert_allclose(_history(a), _history(b), rtol=rtol)
     pa, pb = _parameters(a), _parameters(b)
     assert pa.keys() == pb.keys()
     for name in pa:
         scale = max(float(np.abs(pa[name]).max()), 1e-12)
-        assert float(np.abs(pa[name] - pb[name]).max()) <= rtol * scale, name
+        assert float(np.abs(pa[name] - pb[name]).max()) <= parameter_rtol * scale, name
 
 
 @pytest.fixture(scope="module")
