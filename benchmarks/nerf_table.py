@@ -3,7 +3,7 @@
     python -m resfields.benchmarks.nerf_table [--methods tnerf,dynerf,dnerf] [--seeds tnerf=0,1,2 --seeds 0]
         [--steps N] [--backend torch] [--device cpu|cuda] [--out runs/nerf_table] [--json FILE]
         [--markdown FILE] [--render-size 256] [--resume-existing] [--reuse FOLDER ...]
-        [--set nerf.SECTION.KEY=VALUE ...] [--no-progress]
+        [--records FILE ...] [--set nerf.SECTION.KEY=VALUE ...] [--no-progress]
 
 Every run is the zoo recipe ``resfields/nerf-bunny`` (``RECIPES["nerf-bunny"].run``) with its method
 and seed replaced, once with the recipe's ResField layers and once vanilla (no ResField layers),
@@ -22,6 +22,12 @@ reads its metrics instead of training; otherwise a folder is overwritten. ``--re
 more finished run folders to take runs from in the same way, e.g. the zoo's own training runs::
 
     python -m resfields.benchmarks.nerf_table --reuse runs/zoo/nerf-bunny --reuse runs/zoo/nerf-bunny-vanilla
+
+``--records FILE`` offers the runs of an earlier ``--json`` file: a run whose stored run config
+(``"run"``) equals the requested one, steps included, is taken with its metrics and its render timing
+as recorded, and marked ``"recorded"`` in the new JSON, so a table can grow by a method or a seed
+without retraining what an earlier session trained (folders come first, then records, then
+training). ``benchmarks/records/nerf_table.json`` holds the runs behind the README's table.
 
 Each table cell is ``mean ± std`` over seeds (sample std) when there are two or more, else the value;
 the "ResFields − vanilla" line gives the mean ± std of the paired (same seed) differences.
@@ -43,11 +49,11 @@ from typing import Any
 from resfields.benchmarks.render import time_renders
 from resfields.benchmarks.tasks import COLUMNS, SCALE, _apply_overrides
 from resfields.errors import ResFieldsError
-from resfields.tasks.common.config import RunConfig
-from resfields.tasks.common.fit import METRICS, finite_or_none, fit, load_run, run_differences
+from resfields.tasks.common.config import RunConfig, config_to_dict
+from resfields.tasks.common.fit import METRICS, finite_or_none, fit, load_run, run_differences, run_from_dict
 from resfields.zoo.recipes import RECIPES
 
-__all__ = ["DEFAULT_SEEDS", "Job", "finished_summary", "jobs", "main", "markdown", "parse_seeds"]
+__all__ = ["DEFAULT_SEEDS", "Job", "finished_summary", "jobs", "main", "markdown", "parse_seeds", "recorded_run"]
 
 RECIPE = "nerf-bunny"
 DEFAULT_METHODS = "tnerf,dynerf,dnerf"
@@ -122,6 +128,34 @@ def finished_summary(folder: Path, run: RunConfig) -> dict[str, Any] | None:
     if ckpt.metadata.get("step") != run.train.steps or summary.get("steps") != run.train.steps:
         return None
     return summary if isinstance(summary, dict) and isinstance(summary.get("metrics"), dict) else None
+
+
+def recorded_run(records: Iterable[dict[str, Any]], run: RunConfig) -> dict[str, Any] | None:
+    """The first record (a run of an earlier ``--json`` file) of the finished run ``run``: same stored run
+    config, steps included, and trained to the last step; None if there is none. Records without a
+    run config, or with one this version cannot read, never match."""
+    for record in records:
+        try:
+            stored = run_from_dict(record["run"])
+            steps = record["summary"]["steps"]
+            has_metrics = isinstance(record["summary"]["metrics"], dict)
+        except (ResFieldsError, KeyError, TypeError):
+            continue
+        if has_metrics and not run_differences(stored, run) and stored.train.steps == run.train.steps == steps:
+            return record
+    return None
+
+
+def _read_records(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """The runs of earlier ``--json`` files, each tagged with the file it came from."""
+    out = []
+    for path in paths:
+        try:
+            runs = json.loads(Path(path).read_text())["runs"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"--records {path}: not a table JSON written by --json ({e})") from None
+        out += [dict(r, recorded=r.get("recorded") or str(path)) for r in runs if isinstance(r, dict)]
+    return out
 
 
 def _values(records: Iterable[dict[str, Any]], key: str) -> dict[int, float]:
@@ -224,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--resume-existing", action="store_true", help="keep finished runs already in OUT")
     parser.add_argument("--reuse", action="append", default=[], help="a finished run folder to take a run from")
+    parser.add_argument(
+        "--records", action="append", default=[], help="an earlier --json file whose finished runs may be taken"
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("--set", action="append", default=[], help="nerf.SECTION.KEY=VALUE, e.g. nerf.model.width=64")
     raw = sys.argv[1:] if argv is None else list(argv)
@@ -241,17 +278,23 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_seeds(args.seeds, methods)
     records: list[dict[str, Any]] = []
     candidates = [Path(p) for p in args.reuse]
+    earlier = _read_records(args.records)
     for job in jobs(base, seeds, Path(args.out)):
         look = ([job.folder] if args.resume_existing else []) + candidates
         found = next(((f, s) for f in look if (s := finished_summary(f, job.run)) is not None), None)
+        old = None if found is not None else recorded_run(earlier, job.run)
         if found is not None:
             folder, summary = found
+        elif old is not None:
+            folder, summary = Path(old["folder"]), old["summary"]
         else:
             folder = job.folder
             options = {"backend": args.backend, "device": args.device, "progress": args.progress}
             summary = fit(job.run, folder, overwrite=True, media=False, **options)
         render = None
-        if args.render_size > 0:
+        if old is not None:  # the folder may not be here to render again: the recorded timing, at this size only
+            render = old.get("render") if old.get("render_size") == args.render_size else None
+        elif args.render_size > 0:
             render = time_renders(str(folder), args.backend, args.render_size, args.render_views)
         record = {
             "method": job.method,
@@ -259,9 +302,12 @@ def main(argv: list[str] | None = None) -> int:
             "label": "vanilla" if job.variant == "vanilla" else _label(job.run),
             "seed": job.seed,
             "folder": str(folder),
-            "reused": found is not None,
+            "reused": found is not None or old is not None,
+            "recorded": None if old is None else old["recorded"],
+            "run": config_to_dict(job.run),
             "summary": finite_or_none(summary),
             "render": render,
+            "render_size": args.render_size if render is not None else None,
         }
         records.append(record)
         m = record["summary"]["metrics"]
@@ -269,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{job.method} {job.variant} seed {job.seed}: PSNR {_fmt(m.get('psnr'))} dB, Chamfer x1e3 "
             f"{_fmt(None if chamfer is None else chamfer * 1e3)}, {summary['train_time_s'] / 60:.1f} min"
-            + (" (reused " + str(folder) + ")" if found is not None else ""),
+            + (" (reused " + str(folder) + ")" if found is not None else "")
+            + (" (recorded in " + old["recorded"] + ")" if old is not None else ""),
             file=sys.stderr,
             flush=True,
         )

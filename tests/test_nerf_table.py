@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
 
-from resfields.benchmarks.nerf_table import DEFAULT_SEEDS, finished_summary, main, parse_seeds
+import resfields.benchmarks.nerf_table as nerf_table
+from resfields.benchmarks.nerf_table import DEFAULT_SEEDS, finished_summary, main, parse_seeds, recorded_run
 from resfields.tasks.common.fit import load_run
 from resfields.tasks.nerf.scene import make_scene
 
@@ -36,7 +38,7 @@ def test_parse_seeds():
         parse_seeds(["dnerf=0"], methods)
 
 
-def test_table_over_two_seeds_and_reuse(tmp_path, capsys):
+def test_table_over_two_seeds_and_reuse(tmp_path, capsys, monkeypatch):
     scene = make_scene(tmp_path / "scene", n_frames=2, size=16, n_train_cameras=2, n_test_cameras=1, supersampling=1)
     out, table = tmp_path / "runs", tmp_path / "table.json"
     argv = ["--methods", "tnerf", "--seeds", "tnerf=0,1", "--steps", "2", "--out", str(out), "--json", str(table)]
@@ -55,6 +57,8 @@ def test_table_over_two_seeds_and_reuse(tmp_path, capsys):
     metrics = sorted(out.glob("tnerf/*/seed*/metrics.json"))
     assert len(metrics) == 4
     mtimes = [p.stat().st_mtime_ns for p in metrics]
+    first = tmp_path / "first.json"
+    shutil.copy(table, first)  # the next call rewrites the table
 
     assert main([*argv, "--resume-existing", "--render-size", "0"]) == 0  # the timed renders were tested above
     assert [p.stat().st_mtime_ns for p in metrics] == mtimes  # nothing retrained
@@ -70,3 +74,34 @@ def test_table_over_two_seeds_and_reuse(tmp_path, capsys):
     assert finished_summary(folder, replace(stored, train=replace(stored.train, steps=3))) is None
     assert finished_summary(folder, replace(stored, train=replace(stored.train, seed=7))) is None
     assert finished_summary(folder, replace(stored, model=replace(stored.model, rank=3))) is None
+
+    # the JSON's runs stand in for the folders once these are gone (an earlier session's table)
+    for p in metrics:
+        shutil.rmtree(p.parent)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a recorded run was trained again")
+
+    monkeypatch.setattr(nerf_table, "fit", no_training)
+    grown = tmp_path / "grown.json"
+    assert main([*argv, "--records", str(first), "--json", str(grown)]) == 0
+    recorded = json.loads(grown.read_text())["runs"]
+    assert all(r["recorded"] == str(first) and r["reused"] for r in recorded)
+    assert [r["summary"]["metrics"] for r in recorded] == [r["summary"]["metrics"] for r in runs]
+    assert [r["render"] for r in recorded] == [r["render"] for r in runs]  # same size: the recorded timing
+    assert "±" in capsys.readouterr().out
+    assert main([*argv, "--records", str(first), "--json", str(grown), "--render-size", "8"]) == 0
+    assert all(r["render"] is None for r in json.loads(grown.read_text())["runs"])  # no timing at another size
+    capsys.readouterr()
+
+    # another step count, seed or option is not the recorded run
+    run = nerf_table.run_from_dict(runs[0]["run"])
+    assert recorded_run(runs, run) is runs[0]
+    assert recorded_run(runs, replace(run, train=replace(run.train, steps=3))) is None
+    assert recorded_run(runs, replace(run, train=replace(run.train, seed=7))) is None
+    assert recorded_run(runs, replace(run, model=replace(run.model, rank=3))) is None
+    assert recorded_run([{"summary": runs[0]["summary"]}], run) is None  # a record without its run config
+    with pytest.raises(AssertionError, match="trained again"):
+        main([*argv, "--records", str(first), "--steps", "3"])
+    with pytest.raises(SystemExit, match="not a table JSON"):
+        main([*argv, "--records", str(tmp_path / "missing.json")])
