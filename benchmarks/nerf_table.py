@@ -113,6 +113,12 @@ def jobs(base: RunConfig, seeds: dict[str, tuple[int, ...]], out: Path) -> list[
     return result
 
 
+def _same_finished_run(stored: RunConfig, run: RunConfig, steps_done: Any) -> bool:
+    """Whether a stored run trained for ``steps_done`` steps is the finished run ``run``: the same
+    options, the same step count, and trained to its last step."""
+    return not run_differences(stored, run) and stored.train.steps == run.train.steps == steps_done
+
+
 def finished_summary(folder: Path, run: RunConfig) -> dict[str, Any] | None:
     """The ``metrics.json`` summary of ``folder`` when it holds the finished run ``run`` (same stored run
     config, steps included, trained to the last step); None otherwise."""
@@ -123,9 +129,7 @@ def finished_summary(folder: Path, run: RunConfig) -> dict[str, Any] | None:
         summary = json.loads((folder / METRICS).read_text())
     except (ResFieldsError, OSError, ValueError):
         return None
-    if run_differences(stored, run) or stored.train.steps != run.train.steps:
-        return None
-    if ckpt.metadata.get("step") != run.train.steps or summary.get("steps") != run.train.steps:
+    if not _same_finished_run(stored, run, ckpt.metadata.get("step")) or summary.get("steps") != run.train.steps:
         return None
     return summary if isinstance(summary, dict) and isinstance(summary.get("metrics"), dict) else None
 
@@ -141,7 +145,7 @@ def recorded_run(records: Iterable[dict[str, Any]], run: RunConfig) -> dict[str,
             has_metrics = isinstance(record["summary"]["metrics"], dict)
         except (ResFieldsError, KeyError, TypeError):
             continue
-        if has_metrics and not run_differences(stored, run) and stored.train.steps == run.train.steps == steps:
+        if has_metrics and _same_finished_run(stored, run, steps):
             return record
     return None
 

@@ -10,7 +10,7 @@ import pytest
 
 import resfields.benchmarks.nerf_table as nerf_table
 from resfields.benchmarks.nerf_table import DEFAULT_SEEDS, finished_summary, main, parse_seeds, recorded_run
-from resfields.tasks.common.fit import load_run
+from resfields.tasks.common.fit import load_run, run_from_dict
 from resfields.tasks.nerf.scene import make_scene
 
 TINY = ["nerf.model.width=16", "nerf.model.n_layers=3", "nerf.model.resfield_layers=1", "nerf.model.rank=2"]
@@ -95,7 +95,7 @@ def test_table_over_two_seeds_and_reuse(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
 
     # another step count, seed or option is not the recorded run
-    run = nerf_table.run_from_dict(runs[0]["run"])
+    run = run_from_dict(runs[0]["run"])
     assert recorded_run(runs, run) is runs[0]
     assert recorded_run(runs, replace(run, train=replace(run.train, steps=3))) is None
     assert recorded_run(runs, replace(run, train=replace(run.train, seed=7))) is None
