@@ -92,6 +92,34 @@ def test_gradients_of_every_order_on_every_strategy(compression, mode):
         assert torch.autograd.gradgradcheck(lambda x, k=k, strategy=strategy: layer(x, **k, strategy=strategy), (xs,))
 
 
+@pytest.mark.parametrize("mode", ("lookup", "interpolation"))
+@pytest.mark.parametrize("order", ("random", "sorted"))
+def test_one_pass_backward_equals_the_composed_one(mode, order):
+    """A plain backward of the grouped strategy runs the one-pass operator; under create_graph it
+    composes the differentiable operators. Both give the same first-order gradients."""
+    layer = _layer(mode=mode, capacity=9)
+    g = torch.Generator().manual_seed(3)
+    keys = _keys(mode, (40, 1), 9, g)
+    if mode == "interpolation":  # some rows exactly on knots, so groups with and without the difference
+        knots = torch.linspace(-1, 1, 9, dtype=torch.float64)
+        keys["times"][::3] = knots[torch.randint(0, 9, (14, 1), generator=g)]
+    if order == "sorted":
+        name = next(iter(keys))
+        keys[name] = keys[name].sort(dim=0).values
+    x = torch.randn(40, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    if mode == "interpolation":
+        keys["times"].requires_grad_(True)
+    inputs = [x, *layer.parameters(), *[k for k in keys.values() if k.requires_grad]]
+    y = layer(x, **keys, strategy="grouped")
+    weights = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    with _CountOps() as ops:
+        plain = torch.autograd.grad((y * weights).sum(), inputs, retain_graph=True)
+    assert ops.seen.get("grouped_linear_backward", 0) == 1 and "grouped_outer" not in ops.seen
+    composed = torch.autograd.grad((y * weights).sum(), inputs, create_graph=True)
+    for a, b in zip(plain, composed, strict=True):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)
+
+
 def test_eikonal_loss_trains_through_a_field_in_random_frame_order():
     """What NeuS/VolSDF do: the gradient of the SDF w.r.t. the points, differentiated again."""
     from resfields.spec import MLPSpec, ResFieldSpec

@@ -15,7 +15,9 @@ groups are read and written in place, scattered ones gathered and scattered back
 ``grouped_outer(g, x, index, blend, order, counts, C)`` is the matching weight gradient,
 ``(C, O, I)`` or ``(C, 2O, I)``: ``sum_r g[r].T @ x[r]`` per bank entry (and the ``blend``-weighted
 sum under it). Each operator's backward is written with the two operators themselves, so
-gradients of any order (eikonal losses: ``create_graph=True``) work.
+gradients of any order (eikonal losses: ``create_graph=True``) work. A plain backward (no graph of
+the gradient being built) runs ``grouped_linear_backward`` instead, which computes the input,
+bank and blend gradients in one pass over the groups, gathering each group's rows once.
 
 Why custom operators: the group sizes are data, so a Python loop over groups would make
 ``torch.compile`` graph-break (or guard on values and recompile every step). As opaque operators
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["grouped_linear", "grouped_outer"]
+__all__ = ["grouped_linear", "grouped_linear_backward", "grouped_outer"]
 
 
 def _groups(order: torch.Tensor, counts: torch.Tensor):
@@ -126,6 +128,72 @@ def _(g, x, index, blend, order, counts, capacity):
     return x.new_empty(capacity, (1 if blend is None else 2) * g.shape[-1], x.shape[-1])
 
 
+@torch.library.custom_op("resfields::grouped_linear_backward", mutates_args=())
+def grouped_linear_backward(
+    g: torch.Tensor,
+    x: torch.Tensor,
+    bank: torch.Tensor,
+    index: torch.Tensor,
+    blend: torch.Tensor | None,
+    order: torch.Tensor,
+    counts: torch.Tensor,
+    need_x: bool,
+    need_bank: bool,
+    need_blend: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first-order gradients of :func:`grouped_linear` in one pass over the groups: ``(grad_x,
+    grad_bank, grad_blend)``, each empty when not asked for.
+
+    Each group's ``g`` and ``x`` rows are gathered once for all three (the composed backward
+    gathers ``g`` twice and ``x`` up to twice), and ``d/d blend`` reuses ``g D``, the product the
+    input gradient computes anyway (``g . (x D^T) = (g D) . x``). Not differentiable itself: the
+    backward uses it only when no graph of the gradient is being built."""
+    rows, samples, in_features = x.shape
+    out_features = g.shape[-1]
+    grad_x = x.new_empty(rows, samples, in_features) if need_x else x.new_empty(0)
+    grad_bank = x.new_zeros(bank.shape) if need_bank else x.new_empty(0)
+    grad_blend = x.new_zeros(rows) if need_blend and blend is not None else x.new_empty(0)
+    for entry, group in _groups(order, counts):
+        gs = _take(g, group).reshape(-1, out_features)
+        xs = _take(x, group).reshape(-1, in_features) if need_bank or grad_blend.numel() else None
+        w = None if blend is None else _take(blend, group)
+        upper = w is not None and bool(w.any())  # rows all on the lower knot need nothing of the difference
+        gd = gs @ bank[entry, out_features:] if upper and (need_x or grad_blend.numel()) else None
+        if need_x:
+            contiguous = isinstance(group, slice)
+            target = grad_x[group].view(-1, in_features) if contiguous else None
+            low = bank[entry, :out_features]
+            if gd is None:
+                dx = torch.mm(gs, low, out=target) if contiguous else gs @ low
+            else:
+                wide = w.repeat_interleave(samples).unsqueeze(1)
+                dx = torch.addcmul(gs @ low, wide, gd, out=target) if contiguous else torch.addcmul(gs @ low, wide, gd)
+            if not contiguous:
+                _put(grad_x, group, dx)
+        if need_bank:
+            torch.mm(gs.t(), xs, out=grad_bank[entry, :out_features])
+            if upper:
+                wide = w.repeat_interleave(samples).unsqueeze(1)
+                torch.mm((wide * gs).t(), xs, out=grad_bank[entry, out_features:])
+        if gd is not None and grad_blend.numel():
+            per_row = (gd * xs).sum(dim=1).view(-1, samples).sum(dim=1)
+            if isinstance(group, slice):
+                grad_blend[group] = per_row
+            else:
+                grad_blend.index_copy_(0, group, per_row)
+    return grad_x, grad_bank, grad_blend
+
+
+@grouped_linear_backward.register_fake
+def _(g, x, bank, index, blend, order, counts, need_x, need_bank, need_blend):
+    empty = x.new_empty(0)
+    return (
+        x.new_empty(x.shape) if need_x else empty,
+        x.new_empty(bank.shape) if need_bank else empty,
+        x.new_empty(x.shape[0]) if need_blend and blend is not None else empty,
+    )
+
+
 def _transpose_bank(bank: torch.Tensor, halves: int) -> torch.Tensor:
     """``(C, k O, I)`` stacked halves -> ``(C, k I, O)`` with each half transposed."""
     parts = bank.chunk(halves, dim=1)
@@ -151,14 +219,19 @@ def _linear_backward(ctx, grad):
     need_bias = ctx.has_bias and ctx.needs_input_grad[6]
     halves = 1 if blend is None else 2
     grad_x = grad_bank = grad_blend = grad_bias = None
+    if need_bias:
+        grad_bias = grad.sum(dim=(0, 1))
+    if not torch.is_grad_enabled():  # a plain backward (no create_graph): one pass over the groups
+        need_blend = need_blend and blend is not None
+        gx, gb, gw = grouped_linear_backward(grad, x, bank, index, blend, order, counts, need_x, need_bank, need_blend)
+        grad_x, grad_bank = (gx if need_x else None), (gb if need_bank else None)
+        return grad_x, grad_bank, None, (gw if need_blend else None), None, None, grad_bias
     if need_x:
         grad_x = grouped_linear(grad, _transpose_bank(bank, halves), index, blend, order, counts)
     if need_bank:
         grad_bank = grouped_outer(grad, x, index, blend, order, counts, bank.shape[0])
     if need_blend and blend is not None:
         grad_blend = _blend_grad(grad, x, bank, index, order, counts)
-    if need_bias:
-        grad_bias = grad.sum(dim=(0, 1))
     return grad_x, grad_bank, None, grad_blend, None, None, grad_bias
 
 
